@@ -1,0 +1,122 @@
+"""The Python API behind the CLI: ``prune_file``, ``info_file``, ``eval_files``.
+
+``prune_file`` is the one pipeline every file-pruning plugin goes through:
+load -> context (views, calibration data, ...) -> plugin scorer -> :func:`select` ->
+domain ``apply`` (slice, and optional recovery such as merge/distil) -> atomic save.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import registry
+from .budget import Budget
+from .config import parse_options
+from .errors import InputError, PluginError, UsageError
+from .fileio import atomic_path
+from .plugin import FileTarget, Plugin
+from .report import Report
+from .select import select
+
+
+def find_target(path: str | os.PathLike) -> FileTarget:
+    """The file handler (from any loadable plugin) that reads ``path``."""
+    seen: set[int] = set()
+    suffixes: set[str] = set()
+    for st in registry.status():
+        if st.status != "ok" or "prune" not in st.operations:
+            continue
+        try:
+            t = registry.load(st.name).get_target()
+        except PluginError:
+            continue
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        suffixes.update(t.suffixes)
+        if t.can_read(path):
+            return t
+    raise InputError(f"{path}: no installed plugin reads this kind of file (readable: {', '.join(sorted(suffixes)) or 'none'})")
+
+
+def _check_input(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+
+
+def budget_from(keep: float | None = None, count: int | None = None, threshold: float | None = None) -> Budget:
+    given = [x for x in (keep, count, threshold) if x is not None]
+    if len(given) != 1:
+        raise UsageError("give exactly one of --keep RATIO, --count N, --threshold T")
+    try:
+        return Budget(keep_ratio=keep, keep_count=count, threshold=threshold)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def prune_file(path: str | os.PathLike, method: str, budget: Budget, output: str | os.PathLike | None,
+               argv: Sequence[str] = (), *, force: bool = False, **options: Any) -> tuple[Report, Any]:
+    """Prune the file at ``path`` with plugin ``method`` under ``budget``; write ``output``.
+
+    ``argv`` holds plugin and domain options in CLI form (``["--band-weight", "0.4"]``);
+    ``options`` the same as keyword arguments (``band_weight=0.4``). ``output=None`` is a
+    dry run. Returns the report and the pruned object.
+    """
+    path = Path(path)
+    _check_input(path)
+    plugin: Plugin = registry.load(method)
+    target = plugin.get_target()
+    if not target.can_read(path):
+        raise InputError(f"{path}: plugin {method!r} reads {', '.join(target.suffixes)} files")
+    if output is not None:
+        output = Path(output)
+        if output.resolve() == path.resolve() and not force:
+            raise UsageError(f"{output}: refusing to overwrite the input (pass --force to allow)")
+        if output.suffix not in target.suffixes:
+            raise UsageError(f"{output}: cannot write {output.suffix or 'suffix-less'} files (writable: {', '.join(target.suffixes)})")
+    argv = list(argv) + [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
+    cfg, rest = parse_options(plugin.config, argv, allow_unknown=True)
+    opts, _ = parse_options(target.options, rest)
+
+    report = Report(method=method, input=str(path), output=str(output or ""), budget=budget.describe())
+    with report.time("load"):
+        obj = target.load(path)
+    report.before = target.size(obj)
+    with report.time("context"):
+        ctx = target.context(obj, opts, path)
+    with report.time("score"):
+        scores = plugin.get_scorer()(obj, ctx, cfg)
+    if hasattr(cfg, "budget"):
+        budget = cfg.budget(budget)  # e.g. SUNDAE's two-band rule sets low_fraction
+    with report.time("select"):
+        mask = select(scores, budget)
+    with report.time("apply"):
+        pruned = target.apply(obj, mask, ctx, opts, report)
+    report.after = target.size(pruned)
+    if output is not None:
+        with report.time("write"), atomic_path(output) as tmp:
+            target.save(pruned, tmp)
+    return report, pruned
+
+
+def info_file(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    _check_input(path)
+    target = find_target(path)
+    return target.info(target.load(path), path)
+
+
+def eval_files(ref: str | os.PathLike, cand: str | os.PathLike, argv: Sequence[str] = ()) -> Report:
+    ref, cand = Path(ref), Path(cand)
+    _check_input(ref)
+    _check_input(cand)
+    target = find_target(ref)
+    opts, _ = parse_options(target.options, argv)
+    report = Report(method="eval", input=str(ref), output=str(cand))
+    a, b = target.load(ref), target.load(cand)
+    report.before, report.after = target.size(a), target.size(b)
+    with report.time("eval"):
+        report.metrics.update(target.evaluate(a, b, opts, report))
+    return report

@@ -1,0 +1,30 @@
+"""Errors that the CLI turns into one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+
+class PrunekitError(Exception):
+    """A user-facing failure: bad input, bad option, unavailable plugin.
+
+    The CLI prints ``str(err)`` on one line and exits with ``exit_code``
+    (1 = failure, 2 = usage error). Never raised for programming errors.
+    """
+
+    exit_code = 1
+
+
+class UsageError(PrunekitError):
+    """A wrong option or option value (exit code 2)."""
+
+    exit_code = 2
+
+
+class InputError(PrunekitError):
+    """A file that cannot be read as what it claims to be (exit code 1).
+
+    The message names the file, the field and what was expected.
+    """
+
+
+class PluginError(PrunekitError):
+    """A plugin that is unknown, disabled or failed to load."""

@@ -24,7 +24,7 @@ from .registry import discover, load, register, status, unregister
 from .schedule import Schedule
 
 _LAZY = {
-    "Scores": "scores", "Mask": "mask", "select": "select", "Report": "report", "machine_info": "report",
+    "Scores": "scores", "Mask": "mask", "select": "selection", "Report": "report", "machine_info": "report",
     "sigmoid_gate": "gates", "straight_through_gate": "gates", "HardConcrete": "gates",
     "AugmentedLagrangian": "gates", "prune_file": "api", "info_file": "api", "eval_files": "api",
 }

@@ -18,7 +18,7 @@ from .errors import InputError, PluginError, UsageError
 from .fileio import atomic_path
 from .plugin import FileTarget, Plugin
 from .report import Report
-from .select import select
+from .selection import select
 
 
 def find_target(path: str | os.PathLike) -> FileTarget:

@@ -3,7 +3,7 @@
 Higher means more important. A group may carry a per-unit cost (bytes, parameters,
 MACs) so that a :class:`~prunekit.budget.Budget` can be spent in cost, not only in
 counts. Scores are produced by scorers (pure functions of a target) and turned into a
-:class:`~prunekit.mask.Mask` by :func:`~prunekit.select.select` only.
+:class:`~prunekit.mask.Mask` by :func:`~prunekit.select` only.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class Scores:
 
     ``groups[name][i]`` is the importance of unit ``i`` of group ``name``;
     ``cost[name][i]`` (if given) what keeping it costs. Group order is insertion order
-    and is the tie-break order of :func:`~prunekit.select.select`.
+    and is the tie-break order of :func:`~prunekit.select`.
     """
 
     groups: dict[str, torch.Tensor]

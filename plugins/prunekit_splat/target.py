@@ -1,0 +1,155 @@
+"""``prunekit prune/info/eval`` for Gaussian-splat scene files (the splat domain's FileTarget)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from prunekit import UsageError, option
+
+from .scene import GaussianScene
+
+
+@dataclass
+class SplatPruneOptions:
+    cameras: Optional[str] = option(None, "cameras.json (INRIA) or transforms.json; default: views synthesised over the sphere")
+    views: int = option(64, "number of synthesised views when --cameras is not given")
+    resolution: int = option(256, "long side (pixels) of scoring, distillation and evaluation renders")
+    merge: bool = option(False, "fold pruned Gaussians into their nearest kept neighbours (moment matching)")
+    distill: int = option(0, "Adam steps fitting the kept Gaussians to the original scene's own renders")
+    images: Optional[str] = option(None, "transforms.json with real images: fine-tune against those instead")
+    eval_views: int = option(32, "views for `prunekit eval` (a different set from the scoring views)")
+    seed: int = option(0, "seed of view synthesis and distillation")
+    progress: bool = option(True, "progress bars on stderr")
+
+    def __post_init__(self) -> None:
+        for name in ("views", "resolution", "eval_views"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.distill < 0:
+            raise ValueError(f"--distill must be >= 0, got {self.distill}")
+
+
+def _cameras(scene: GaussianScene, opts: SplatPruneOptions, n: int, seed: int):
+    from .cameras import load_cameras, synthesize_cameras
+
+    if opts.cameras:
+        cams = load_cameras(opts.cameras)
+        if not cams:
+            raise UsageError(f"{opts.cameras}: no usable cameras")
+    else:
+        cams = synthesize_cameras(scene, n=n, width=opts.resolution, height=opts.resolution, seed=seed)
+    out = []
+    for c in cams:
+        f = opts.resolution / max(c.width, c.height)
+        out.append(c.scaled(f) if abs(f - 1) > 1e-6 else c)
+    return out
+
+
+class SplatFiles:
+    domain = "splat"
+    options = SplatPruneOptions
+
+    @property
+    def suffixes(self) -> tuple[str, ...]:
+        from .formats import SUFFIXES
+
+        return tuple(SUFFIXES)
+
+    def can_read(self, path) -> bool:
+        name = Path(path).name.lower()
+        return any(name.endswith(s) for s in self.suffixes)
+
+    def load(self, path) -> GaussianScene:
+        from .formats import read_scene
+
+        return read_scene(path)
+
+    def save(self, scene: GaussianScene, path) -> None:
+        from .formats import write_scene
+
+        write_scene(scene, path)
+
+    def size(self, scene: GaussianScene) -> dict[str, float]:
+        return {"gaussians": len(scene), "bytes": len(scene) * scene.bytes_per_gaussian()}
+
+    def info(self, scene: GaussianScene, path) -> dict[str, Any]:
+        lo, hi = scene.bounds()
+        rlo, rhi = scene.bounds(0.01)
+        d: dict[str, Any] = {
+            "file": str(path),
+            "format": scene.meta.get("format", Path(path).suffix.lstrip(".")),
+            "gaussians": len(scene),
+            "sh_degree": scene.sh_degree,
+            "file_bytes": Path(path).stat().st_size,
+            "bytes_per_gaussian": scene.bytes_per_gaussian(),
+            "bounds_min": [round(float(v), 4) for v in lo],
+            "bounds_max": [round(float(v), 4) for v in hi],
+            "robust_bounds_1_99": [[round(float(v), 4) for v in rlo], [round(float(v), 4) for v in rhi]],
+            "extra_properties": sorted(scene.extra),
+        }
+        if len(scene):
+            d["opacity_histogram"] = _histogram(scene.opacity, torch.linspace(0, 1, 11))
+            s = scene.scales.max(dim=1).values
+            d["log_max_scale_histogram"] = _histogram(s, torch.linspace(float(s.min()), float(s.max()) + 1e-6, 9))
+        if scene.meta.get("repairs"):
+            d["repairs"] = scene.meta["repairs"]
+        return d
+
+    def context(self, scene: GaussianScene, opts: SplatPruneOptions, path):
+        from .context import SplatContext
+
+        return SplatContext(scene, _cameras(scene, opts, opts.views, opts.seed), progress=opts.progress)
+
+    def apply(self, scene: GaussianScene, mask, ctx, opts: SplatPruneOptions, report) -> GaussianScene:
+        keep = mask.only
+        if opts.merge:
+            from .merge import merge_pruned
+
+            out = merge_pruned(scene, keep)
+            report.notes.append(f"merge: {out.meta.get('merged_parts', 0)} pruned Gaussians folded into kept ones, "
+                                f"{out.meta.get('dropped_far', 0)} too far to merge")
+        else:
+            out = scene.subset(keep)
+        if opts.images:
+            from .distill import finetune_on_images
+
+            steps = opts.distill or 400
+            out = finetune_on_images(out, opts.images, steps=steps, resolution=opts.resolution, seed=opts.seed,
+                                     progress=opts.progress)
+            report.notes.append(f"fine-tuned {steps} steps on the images of {opts.images}")
+        elif opts.distill:
+            from .distill import distill
+
+            out = distill(out, scene, ctx.cameras, steps=opts.distill, seed=opts.seed, progress=opts.progress)
+            report.notes.append(f"distilled {opts.distill} steps against the original scene's renders "
+                                f"({len(ctx.cameras)} views at {opts.resolution} px)")
+        return out
+
+    def evaluate(self, ref: GaussianScene, cand: GaussianScene, opts: SplatPruneOptions, report) -> dict[str, float]:
+        from .render import render
+        from .metrics import psnr, ssim
+
+        cams = _cameras(ref, opts, opts.eval_views, opts.seed + 1000)
+        ps, ss = [], []
+        with torch.no_grad():
+            for cam in cams:
+                a = render(ref, cam).image
+                b = render(cand, cam).image
+                ps.append(psnr(a, b))
+                ss.append(float(ssim(a, b)))
+        finite = [p for p in ps if math.isfinite(p)]
+        return {"psnr": sum(finite) / len(finite) if finite else float("inf"), "ssim": sum(ss) / len(ss),
+                "views": len(cams)}
+
+
+def _histogram(values: torch.Tensor, edges: torch.Tensor) -> dict[str, int]:
+    counts = torch.histogram(values.float().clamp(float(edges[0]), float(edges[-1])), bins=edges.float()).hist
+    return {f"{float(a):.3g}..{float(b):.3g}": int(c) for a, b, c in zip(edges[:-1], edges[1:], counts)}
+
+
+SPLAT_FILES = SplatFiles()

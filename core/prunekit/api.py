@@ -57,12 +57,15 @@ def budget_from(keep: float | None = None, count: int | None = None, threshold: 
 
 
 def prune_file(path: str | os.PathLike, method: str, budget: Budget, output: str | os.PathLike | None,
-               argv: Sequence[str] = (), *, force: bool = False, **options: Any) -> tuple[Report, Any]:
+               argv: Sequence[str] = (), *, force: bool = False, report_dir: str | os.PathLike | None = None,
+               **options: Any) -> tuple[Report, Any]:
     """Prune the file at ``path`` with plugin ``method`` under ``budget``; write ``output``.
 
     ``argv`` holds plugin and domain options in CLI form (``["--band-weight", "0.4"]``);
     ``options`` the same as keyword arguments (``band_weight=0.4``). ``output=None`` is a
-    dry run. Returns the report and the pruned object.
+    dry run. ``report_dir`` receives ``report.json`` plus whatever the domain draws there
+    (``FileTarget.write_report``, optional: e.g. before/after images). Returns the report
+    and the pruned object.
     """
     path = Path(path)
     _check_input(path)
@@ -98,6 +101,12 @@ def prune_file(path: str | os.PathLike, method: str, budget: Budget, output: str
     if output is not None:
         with report.time("write"), atomic_path(output) as tmp:
             target.save(pruned, tmp)
+    if report_dir is not None:
+        report_dir = Path(report_dir)
+        report_dir.mkdir(parents=True, exist_ok=True)
+        if hasattr(target, "write_report"):
+            target.write_report(obj, pruned, ctx, opts, report, report_dir)
+        report.save(report_dir / "report.json")
     return report, pruned
 
 

@@ -142,10 +142,7 @@ def prune(
     from .api import budget_from, prune_file
 
     budget = budget_from(keep, count, threshold)
-    report, _ = prune_file(file, method, budget, output, ctx.args, force=force)
-    if report_dir is not None:
-        report_dir.mkdir(parents=True, exist_ok=True)
-        report.save(report_dir / "report.json")
+    report, _ = prune_file(file, method, budget, output, ctx.args, force=force, report_dir=report_dir)
     if as_json:
         typer.echo(report.to_json())
     else:

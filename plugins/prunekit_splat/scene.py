@@ -41,7 +41,7 @@ class GaussianScene:
 
     def __post_init__(self) -> None:
         n = self.means.shape[0]
-        if self.shN is None or self.shN.numel() == 0:
+        if self.shN is None or (self.shN.numel() == 0 and self.shN.dim() != 3):  # keep K of an empty [0, K, 3]
             self.shN = torch.zeros(n, 0, 3, dtype=self.means.dtype)
         for name in self.PER_GAUSSIAN:
             t = getattr(self, name)

@@ -7,6 +7,7 @@ domain ``apply`` (slice, and optional recovery such as merge/distil) -> atomic s
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -93,10 +94,14 @@ def prune_file(path: str | os.PathLike, method: str, budget: Budget, output: str
         scores = plugin.get_scorer()(obj, ctx, cfg)
     if hasattr(cfg, "budget"):
         budget = cfg.budget(budget)  # e.g. SUNDAE's two-band rule sets low_fraction
+        report.budget = budget.describe()
     with report.time("select"):
         mask = select(scores, budget)
     with report.time("apply"):
-        pruned = target.apply(obj, mask, ctx, opts, report)
+        extra = {}
+        if {"scores", "budget"} <= set(inspect.signature(target.apply).parameters):
+            extra = {"scores": scores, "budget": budget}  # for targets that refine the selection (e.g. merging)
+        pruned = target.apply(obj, mask, ctx, opts, report, **extra)
     report.after = target.size(pruned)
     if output is not None:
         with report.time("write"), atomic_path(output) as tmp:

@@ -119,7 +119,8 @@ class FileTarget(Protocol):
     ``options`` is a dataclass of the domain's prune options (parsed from the CLI like a
     plugin config). ``load`` raises :class:`~prunekit.errors.InputError` on bad files.
     ``save`` writes to the given path (the core makes it atomic); the path's suffix
-    selects the format. Optionally, ``write_report(original, pruned, context, options,
+    selects the format. ``apply`` may also take keyword arguments ``scores`` and ``budget``
+    (targets that refine the selection, e.g. progressive merging, use them). Optionally, ``write_report(original, pruned, context, options,
     report, folder)`` draws extra report files (``prunekit prune --report DIR``).
     """
 

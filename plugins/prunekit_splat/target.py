@@ -20,6 +20,7 @@ class SplatPruneOptions:
     views: int = option(64, "number of synthesised views when --cameras is not given")
     resolution: int = option(256, "long side (pixels) of scoring, distillation and evaluation renders")
     merge: bool = option(False, "fold pruned Gaussians into their nearest kept neighbours (moment matching)")
+    merge_rounds: int = option(5, "reach the budget in this many select-and-merge rounds (with --merge)")
     distill: int = option(0, "Adam steps fitting the kept Gaussians to the original scene's own renders")
     images: Optional[str] = option(None, "transforms.json with real images: fine-tune against those instead")
     eval_views: int = option(32, "views for `prunekit eval` (a different set from the scoring views)")
@@ -27,7 +28,7 @@ class SplatPruneOptions:
     progress: bool = option(True, "progress bars on stderr")
 
     def __post_init__(self) -> None:
-        for name in ("views", "resolution", "eval_views"):
+        for name in ("views", "resolution", "eval_views", "merge_rounds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.distill < 0:
@@ -105,16 +106,16 @@ class SplatFiles:
 
         return SplatContext(scene, _cameras(scene, opts, opts.views, opts.seed), progress=opts.progress)
 
-    def apply(self, scene: GaussianScene, mask, ctx, opts: SplatPruneOptions, report) -> GaussianScene:
-        keep = mask.only
-        if opts.merge:
-            from .merge import merge_pruned
+    def apply(self, scene: GaussianScene, mask, ctx, opts: SplatPruneOptions, report, scores=None,
+              budget=None) -> GaussianScene:
+        if opts.merge and scores is not None:
+            from .merge import merge_progressive
 
-            out = merge_pruned(scene, keep)
-            report.notes.append(f"merge: {out.meta.get('merged_parts', 0)} pruned Gaussians folded into kept ones, "
-                                f"{out.meta.get('dropped_far', 0)} too far to merge")
+            out = merge_progressive(scene, scores.groups["units"], budget, rounds=opts.merge_rounds)
+            report.notes.append(f"merge: {out.meta['merged_parts']} pruned Gaussians folded into kept ones "
+                                f"in {out.meta['merge_rounds']} rounds")
         else:
-            out = scene.subset(keep)
+            out = scene.subset(mask.only)
         if opts.images:
             from .distill import finetune_on_images
 
@@ -146,6 +147,28 @@ class SplatFiles:
         return {"psnr": sum(finite) / len(finite) if finite else float("inf"), "ssim": sum(ss) / len(ss),
                 "views": len(cams)}
 
+    def write_report(self, original: GaussianScene, pruned: GaussianScene, ctx, opts: SplatPruneOptions, report,
+                      folder) -> None:
+        """before/after side-by-side PNG from three held-out views, with PSNR in the report."""
+        import numpy as np
+        from PIL import Image
+
+        from .metrics import psnr
+        from .render import render
+
+        cams = _cameras(original, opts, 3, opts.seed + 1000)
+        rows, ps = [], []
+        with torch.no_grad():
+            for cam in cams:
+                a, b = render(original, cam).image, render(pruned, cam).image
+                ps.append(psnr(a, b))
+                rows.append(torch.cat([a, torch.ones(a.shape[0], 4, 3), b], dim=1))
+        grid = torch.cat([torch.cat([r, torch.ones(4, r.shape[1], 3)]) for r in rows])[:-4]
+        img = (grid.clamp(0, 1).numpy() * 255).astype(np.uint8)
+        Image.fromarray(img).save(Path(folder) / "before_after.png")
+        report.metrics["report_views_psnr"] = sum(ps) / len(ps)
+        report.notes.append(f"before/after image: {Path(folder) / 'before_after.png'} (left original, right pruned)")
+
 
 def _histogram(values: torch.Tensor, edges: torch.Tensor) -> dict[str, int]:
     counts = torch.histogram(values.float().clamp(float(edges[0]), float(edges[-1])), bins=edges.float()).hist
@@ -153,3 +176,4 @@ def _histogram(values: torch.Tensor, edges: torch.Tensor) -> dict[str, int]:
 
 
 SPLAT_FILES = SplatFiles()
+

@@ -179,9 +179,40 @@ def eval_(ctx: typer.Context, ref: Path, cand: Path,
     typer.echo(report.to_json() if as_json else report.table())
 
 
+def _mount_plugin_commands(argv: list[str]) -> None:
+    """Mount ``prunekit NAME ...`` sub-commands that plugins declare (only the one invoked)."""
+    builtin = {"plugins", "prune", "info", "eval"}
+    wanted, it = None, iter(argv)
+    for a in it:
+        if a == "-p":
+            opt = next(it, "")
+            if opt.startswith("no:"):
+                registry.disable(opt[3:])
+        elif not a.startswith("-"):
+            wanted = a
+            break
+    if wanted is None or wanted in builtin:
+        return
+    for st in registry.status():
+        if st.status != "ok":
+            continue
+        p = registry.load(st.name)
+        if wanted in p.commands:
+            try:
+                sub = p._resolve(p.commands[wanted])
+            except PrunekitError as e:
+                _fail(str(e), e.exit_code)
+            app.add_typer(sub, name=wanted)
+            return
+
+
 def run() -> None:
     """Console-script entry point."""
     try:
+        try:
+            _mount_plugin_commands(sys.argv[1:])
+        except typer.Exit as e:
+            sys.exit(e.exit_code)
         app()
     except SystemExit:
         raise

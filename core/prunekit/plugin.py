@@ -11,6 +11,8 @@ Operations a plugin may offer (all optional):
 - ``target``: a :class:`FileTarget` for its domain, so ``prunekit prune/info/eval FILE``
   work (shared by every plugin of a domain).
 - ``hooks``: named train-time integrations (``{"gsplat": "pkg.mod:Strategy"}``).
+- ``commands``: CLI sub-commands, ``{"fed": "pkg.cli:app"}`` mounts a ``typer.Typer`` as
+  ``prunekit fed ...`` (resolved only when that command runs).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class Plugin:
     scorer: Any = None
     target: Any = None
     hooks: Mapping[str, Any] = field(default_factory=dict)
+    commands: Mapping[str, Any] = field(default_factory=dict)
     requires: tuple[str, ...] = ()
     extra: str | None = None
     api_version: int = PLUGIN_API_VERSION
@@ -69,6 +72,7 @@ class Plugin:
         if self.target is not None:
             ops.append("prune")
         ops.extend(f"hook:{k}" for k in self.hooks)
+        ops.extend(f"command:{k}" for k in self.commands)
         return ops
 
     def missing_requirements(self) -> list[str]:

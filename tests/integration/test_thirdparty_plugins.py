@@ -41,7 +41,7 @@ def test_good_plugin_listed_and_loadable(site):
     good = rows["magnitude"]
     assert good["status"] == "ok"
     assert good["package"] == "prunekit-example-plugin" and good["version"] == "1.2.3"
-    assert good["operations"] == ["score"]
+    assert good["operations"] == ["score", "command:magnitude-demo"]
     r = cli(site, "plugins", "show", "magnitude", "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
@@ -80,3 +80,12 @@ def test_good_plugin_scores_through_core_select(site):
                        env=dict(os.environ, PYTHONPATH=str(site)))
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[False, True, True, False]"
+
+
+def test_plugin_contributed_command(site):
+    r = cli(site, "magnitude-demo", "top", "--keep", "2", "--", "0.1", "-3", "2", "0")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1", "2"]
+    # disabled plugin: its command is gone (usage error), the rest of the CLI works
+    r = cli(site, "-p", "no:magnitude", "magnitude-demo", "top", "1")
+    assert r.returncode == 2

@@ -23,4 +23,5 @@ PLUGIN = prunekit.Plugin(
     config=MagnitudeConfig,
     scorer="prunekit_example_plugin:score",
     requires=("torch",),
+    commands={"magnitude-demo": "prunekit_example_plugin.cli:app"},
 )

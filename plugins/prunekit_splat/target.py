@@ -156,7 +156,7 @@ class SplatFiles:
         from .metrics import psnr
         from .render import render
 
-        cams = _cameras(original, opts, 3, opts.seed + 1000)
+        cams = _cameras(original, opts, 3, opts.seed + 1000)[:3]
         rows, ps = [], []
         with torch.no_grad():
             for cam in cams:

@@ -1,0 +1,73 @@
+"""Plugin specs for ``prunekit`` (entry points ``ld-pruner`` and ``random-operator``).
+
+This module imports only ``prunekit``: torch and diffusers are loaded when an operation runs.
+
+``--keep R`` on the command line is a fraction of the denoiser's **MACs** per call by
+default (``--budget-over macs``): the scorer measures every operator's MACs and the
+config turns the ratio into a cost budget ``R * total - fixed`` (fixed = parts that
+cannot be removed). ``--budget-over count`` keeps a fraction of the removable operators
+instead. ``--count N`` and ``--threshold T`` keep N operators / operators scoring >= T.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from prunekit import Budget, Plugin, option
+from prunekit.errors import UsageError
+
+
+@dataclass
+class OperatorBudgetConfig:
+    budget_over: Literal["macs", "count"] = option(
+        "macs", "what --keep is a fraction of: the denoiser's MACs per call, or the removable operators")
+    # filled in by the scorer (not options): total MACs per call and the part no removal can touch
+    _total_macs: float = field(default=0.0, repr=False)
+    _fixed_macs: float = field(default=0.0, repr=False)
+
+    def budget(self, budget: Budget) -> Budget:
+        """Turn ``--keep R`` into a MAC budget (``R * total - fixed``) when ``budget_over == "macs"``."""
+        if self.budget_over != "macs" or budget.kind != "keep_ratio" or not self._total_macs:
+            return budget
+        limit = budget.keep_ratio * self._total_macs - self._fixed_macs
+        if limit < 0:
+            raise UsageError(f"--keep {budget.keep_ratio:g}: the parts that cannot be removed already use "
+                             f"{self._fixed_macs / self._total_macs:.3f} of the MACs")
+        return Budget(cost=limit, scope=budget.scope, floor=budget.floor)
+
+
+@dataclass
+class LDPrunerConfig(OperatorBudgetConfig):
+    pass
+
+
+@dataclass
+class RandomOperatorConfig(OperatorBudgetConfig):
+    random_seed: int = option(0, "seed of the random operator scores")
+
+
+LD_PRUNER = Plugin(
+    name="ld-pruner",
+    domain="diffusion",
+    description="LD-Pruner: remove the denoiser operators (ResNet/attention/DiT blocks) whose bypass moves "
+                "the final latents' mean and spread least",
+    config=LDPrunerConfig,
+    paper="Castells et al., LD-Pruner: Efficient Pruning of Latent Diffusion Models using Task-Agnostic "
+          "Insights, CVPR 2024 EDGE workshop, arXiv 2404.11936",
+    scorer="prunekit_diffusion.target:ld_pruner_scorer",
+    target="prunekit_diffusion.target:TARGET",
+    requires=("torch", "diffusers"),
+    extra="diffusion",
+)
+
+RANDOM_OPERATOR = Plugin(
+    name="random-operator",
+    domain="diffusion",
+    description="Baseline: remove random denoiser operators under the same MAC budget as LD-Pruner",
+    config=RandomOperatorConfig,
+    scorer="prunekit_diffusion.target:random_operator_scorer",
+    target="prunekit_diffusion.target:TARGET",
+    requires=("torch", "diffusers"),
+    extra="diffusion",
+)

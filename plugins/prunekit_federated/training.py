@@ -1,0 +1,238 @@
+"""Client-side local computation: masked SGD, BN adaptation, top-k gradients, extrusion,
+sign-supermask training, evaluation. Dense compute with masks applied (sparsity is
+simulated in compute; it is real in transport and in the reported storage figures).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from prunekit import Budget, Mask, Scores, select
+
+from .masks import apply_mask, mask_gradients
+from .sap import ActivationMeter
+
+
+@dataclass
+class LocalResult:
+    loss: float = 0.0
+    examples: int = 0
+    steps: int = 0
+    activation_bytes: int = 0  # saved-for-backward bytes of one training step (first batch)
+    grad_sum: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def batches(n: int, batch_size: int, seed: int):
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    for i in range(0, n, batch_size):
+        yield order[i:i + batch_size]
+
+
+def train_local(model: torch.nn.Module, data, mask: Mask | None, *, epochs: int, batch_size: int, lr: float,
+                momentum: float, seed: int, penalty: Callable[[torch.nn.Module], torch.Tensor] | None = None,
+                collect_grads: Mapping[str, torch.Tensor] | None = None,
+                params: list[torch.nn.Parameter] | None = None) -> LocalResult:
+    """Masked SGD: pruned weights get no gradient and stay exactly zero.
+
+    ``penalty(model)`` is added to the loss (FedMef's extrusion). ``collect_grads``
+    (name -> inactive mask) accumulates the dense gradient of those weights, before
+    masking, over all local steps (FedTiny's grow signal).
+    """
+    model.train()
+    if mask is not None and hasattr(model, "set_masks"):
+        model.set_masks(mask)
+    named = dict(model.named_parameters())
+    params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
+    res = LocalResult()
+    sums = {k: torch.zeros(named[k].numel()) for k in (collect_grads or {})}
+    total = 0.0
+    for epoch in range(epochs):
+        for idx in batches(len(data), batch_size, seed * 1000 + epoch):
+            x, y = data.x[idx], data.y[idx]
+            opt.zero_grad(set_to_none=True)
+            if res.steps == 0:
+                with ActivationMeter(model) as meter:
+                    loss = F.cross_entropy(model(x), y)
+                    if penalty is not None:
+                        loss = loss + penalty(model)
+                res.activation_bytes = meter.bytes
+            else:
+                loss = F.cross_entropy(model(x), y)
+                if penalty is not None:
+                    loss = loss + penalty(model)
+            loss.backward()
+            for k in sums:
+                g = named[k].grad
+                if g is not None:
+                    sums[k] += g.detach().flatten()
+            if mask is not None:
+                mask_gradients(model, mask)
+            opt.step()
+            if mask is not None:
+                apply_mask(model, mask)
+            total += float(loss.detach()) * len(idx)
+            res.examples += len(idx)
+            res.steps += 1
+    res.examples //= max(epochs, 1)
+    res.loss = total / max(res.examples * epochs, 1)
+    res.grad_sum = {k: v / max(res.steps, 1) for k, v in sums.items()}
+    return res
+
+
+def topk_inactive(grad: torch.Tensor, inactive: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices and values of the ``k`` largest-|g| inactive entries (through select)."""
+    k = min(int(k), int(inactive.sum()))
+    score = torch.where(inactive, grad.abs().to(torch.float64), torch.full_like(grad, float("nan"), dtype=torch.float64))
+    chosen = select(Scores.single(score), Budget(keep_count=k)).only & inactive
+    idx = chosen.nonzero().flatten()
+    return idx, grad[idx]
+
+
+def extrusion_penalty(low: Mask, lam: float) -> Callable[[torch.nn.Module], torch.Tensor]:
+    """FedMef budget-aware extrusion term lambda * ||w_low||^2 over the soon-pruned weights."""
+    def penalty(model: torch.nn.Module) -> torch.Tensor:
+        named = dict(model.named_parameters())
+        total = torch.zeros(())
+        for k, m in low.groups.items():
+            if bool(m.any()):
+                total = total + (named[k].flatten()[m] ** 2).sum()
+        return lam * total
+    return penalty
+
+
+def bn_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    out = []
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+            out.extend(p for p in mod.parameters(recurse=False))
+    return out
+
+
+def bn_state_names(model: torch.nn.Module) -> list[str]:
+    names = []
+    for mname, mod in model.named_modules():
+        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+            names.extend(f"{mname}.{n}" for n in ("weight", "bias", "running_mean", "running_var"))
+    return names
+
+
+def adapt_bn(model: torch.nn.Module, data, *, steps: int, batch_size: int, lr: float, seed: int) -> float:
+    """FedTiny adaptive-BN step on one candidate: reset BN statistics, then ``steps`` SGD
+    steps on the BN affine parameters only (other weights frozen) in train mode, which
+    also re-estimates the running statistics. Returns the mean loss."""
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+            mod.reset_running_stats()
+            mod.momentum = None  # cumulative average over the adaptation batches
+    model.train()
+    params = bn_parameters(model)
+    opt = torch.optim.SGD(params, lr=lr) if params else None
+    losses = []
+    step = 0
+    while step < max(steps, 1):
+        for idx in batches(len(data), batch_size, seed + step):
+            loss = F.cross_entropy(model(data.x[idx]), data.y[idx])
+            if opt is not None and steps > 0:
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            losses.append(float(loss.detach()))
+            step += 1
+            if step >= max(steps, 1):
+                break
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+            mod.momentum = 0.1
+    return sum(losses) / max(len(losses), 1)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data, batch_size: int = 500) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) in eval mode."""
+    model.eval()
+    loss, correct = 0.0, 0
+    for i in range(0, len(data), batch_size):
+        x, y = data.x[i:i + batch_size], data.y[i:i + batch_size]
+        out = model(x)
+        loss += float(F.cross_entropy(out, y, reduction="sum"))
+        correct += int((out.argmax(1) == y).sum())
+    n = max(len(data), 1)
+    return loss / n, correct / n
+
+
+# HideNseek sign supermask -------------------------------------------------------------------
+class _SignSTE(torch.autograd.Function):
+    """sign(s) in {-1, +1} forward, straight-through (identity) gradient."""
+
+    @staticmethod
+    def forward(ctx, s):
+        return torch.where(s >= 0, torch.ones_like(s), -torch.ones_like(s))
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+def signed_weights(base: Mapping[str, torch.Tensor], mask: Mask, scores: Mapping[str, torch.Tensor]) -> dict:
+    """w_eff = m * sign(s) * w0 per prunable tensor."""
+    out = {}
+    for k, w0 in base.items():
+        m = mask[k].view_as(w0).to(w0.dtype)
+        out[k] = m * _SignSTE.apply(scores[k]) * w0
+    return out
+
+
+def train_signs(model: torch.nn.Module, base: Mapping[str, torch.Tensor], mask: Mask,
+                scores: dict[str, torch.Tensor], data, *, epochs: int, batch_size: int, lr: float,
+                score_lr: float, momentum: float, seed: int) -> LocalResult:
+    """HideNseek client step: weights frozen, learn real scores s (effective weight
+    m * sign(s) * w0, straight-through sign), plus the dense biases and BN affine
+    parameters. ``scores`` is updated in place (float tensors shaped like the weights)."""
+    from torch.func import functional_call
+
+    model.train()
+    for k in base:
+        dict(model.named_parameters())[k].requires_grad_(False)
+    score_params = {k: torch.nn.Parameter(s.clone()) for k, s in scores.items()}
+    others = [p for n, p in model.named_parameters() if n not in base]
+    opt = torch.optim.SGD([{"params": list(score_params.values()), "lr": score_lr},
+                           {"params": others, "lr": lr}], lr=lr, momentum=momentum)
+    res = LocalResult()
+    total = 0.0
+    for epoch in range(epochs):
+        for idx in batches(len(data), batch_size, seed * 1000 + epoch):
+            x, y = data.x[idx], data.y[idx]
+            opt.zero_grad(set_to_none=True)
+            if res.steps == 0:
+                with ActivationMeter(model) as meter:
+                    out = functional_call(model, signed_weights(base, mask, score_params), (x,))
+                    loss = F.cross_entropy(out, y)
+                res.activation_bytes = meter.bytes
+            else:
+                out = functional_call(model, signed_weights(base, mask, score_params), (x,))
+                loss = F.cross_entropy(out, y)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            res.examples += len(idx)
+            res.steps += 1
+    for k, p in score_params.items():
+        scores[k] = p.detach()
+    res.examples //= max(epochs, 1)
+    res.loss = total / max(res.examples * epochs, 1)
+    return res
+
+
+def model_bytes(shapes: Mapping[str, tuple[int, ...]], mask: Mask | None, dense_numel: int) -> int:
+    """Storage of the client's model in sparse form: kept float32 values + 1-bit masks + dense rest."""
+    if mask is None:
+        return 4 * (sum(math.prod(s) for s in shapes.values()) + dense_numel)
+    kept = mask.total_kept
+    bits = sum((math.prod(s) + 7) // 8 for s in shapes.values())
+    return 4 * (kept + dense_numel) + bits

@@ -1,0 +1,48 @@
+"""Quality meter helpers: idx reader, Fréchet distance, the real MNIST files."""
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+MNIST = Path(__file__).resolve().parents[4] / "shared" / "data" / "mnist"
+
+
+def test_frechet_distance_closed_forms():
+    from prunekit_diffusion.quality import frechet_distance
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4000, 3, generator=g, dtype=torch.float64)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+    # shifted copy: only the mean term, ||d||^2
+    assert frechet_distance(a, a + torch.tensor([1.0, 2.0, 0.0], dtype=torch.float64)) == pytest.approx(5.0, rel=1e-9)
+    # scaled copy: covariances S and c^2 S give Tr(S)(1 - c)^2
+    s = torch.trace(torch.cov(a.T)).item()
+    assert frechet_distance(a, 3 * a) == pytest.approx(s * 4 + 4 * a.mean(0).pow(2).sum().item(), rel=1e-6)
+    with pytest.raises(ValueError):
+        frechet_distance(a[:1], a)
+
+
+def test_read_idx_roundtrip(tmp_path):
+    from prunekit_diffusion.quality import read_idx
+
+    arr = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    raw = struct.pack(">HBB", 0, 8, 3) + struct.pack(">III", 2, 3, 4) + arr.tobytes()
+    (tmp_path / "a.gz").write_bytes(gzip.compress(raw))
+    assert np.array_equal(read_idx(tmp_path / "a.gz"), arr)
+    (tmp_path / "bad").write_bytes(raw[:-1])
+    with pytest.raises(ValueError, match="header"):
+        read_idx(tmp_path / "bad")
+
+
+@pytest.mark.skipif(not (MNIST / "t10k-images-idx3-ubyte.gz").exists(), reason="real MNIST not available")
+def test_real_mnist_loads():
+    from prunekit_diffusion.quality import load_mnist
+
+    x, y = load_mnist(MNIST)
+    assert x.shape == (10000, 1, 32, 32) and y.shape == (10000,)
+    assert float(x.min()) == -1.0 and float(x.max()) == 1.0
+    assert sorted(torch.unique(y).tolist()) == list(range(10))

@@ -145,7 +145,7 @@ class HideNseekConfig(FedConfig):
     """HideNseek (Vallapuram et al., arXiv 2206.04385)."""
 
     synflow_iters: int = option(100, "SynFlow pruning iterations at initialisation (paper: 100)")
-    score_lr: float = option(0.1, "client learning rate of the sign scores")
+    score_lr: float = option(1.0, "client learning rate of the sign scores")
     score_init: float = option(0.02, "initial |score| of every kept weight (sign starts at +1)")
 
     def __post_init__(self) -> None:

@@ -118,6 +118,7 @@ def adaptive_bn_selection(strategy: DynamicSparseFedAvg, grid: Grid) -> dict[str
     bn_items = {f"c{j}/d/{k}": Array(v.numpy()) for j, s in enumerate(avg_bn) for k, v in s.items()}
     losses = np.zeros(len(cands))
     weight = 0.0
+    scored = 0
     for node, content in send("bn-eval", ArrayRecord(bn_items), nodes):
         try:
             n = strategy._weight(content)
@@ -130,8 +131,10 @@ def adaptive_bn_selection(strategy: DynamicSparseFedAvg, grid: Grid) -> dict[str
             continue
         losses += n * np.asarray(vals)
         weight += n
+        scored += 1
     if weight == 0:
         raise RuntimeError("adaptive BN selection: no candidate scores came back")
+    stats["accepted"] = scored  # nodes whose candidate losses were used
     losses /= weight
     best = int(np.argmin(losses))
     for k, v in avg_bn[best].items():

@@ -52,7 +52,8 @@ SH_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.37317633
 BACKENDS = ("auto", "torch", "gsplat")
 # Intra-op threads of the torch backend (forward and backward). One thread by default: on the
 # shared 2-core machines this project targets, two threads measured 5-20x slower than one
-# whenever other processes compete for the cores (bench-out/render.json). None keeps torch's setting.
+# while other processes competed for the cores, and only ~1.6x faster on an idle machine
+# (scripts/bench/bench_render.py). None keeps torch's own setting.
 TORCH_THREADS: int | None = 1
 
 

@@ -109,7 +109,8 @@ def stage_cls_cropr(args, spec: ModelSpec, out: Path):
     model = ViTForImageClassification.from_pretrained(src)
     task = ClassificationTask(10)
     cfg = CroprConfig(prune_count=args.prune_count, aux_out=task.aux_out, num_queries=task.num_queries,
-                      aux_weight=args.aux_weight, train_mode=args.mode, qk_proj=args.proj, v_proj=args.proj)
+                      aux_weight=args.aux_weight, train_mode=args.mode, qk_proj=args.proj, v_proj=args.proj,
+                      aggregate_prefix=not args.patches_only)
     reducer = attach_cropr(model, cfg)
     fwd = lambda x: model(pixel_values=x).logits  # noqa: E731
     if args.mode == "frozen":
@@ -172,7 +173,8 @@ def stage_seg_cropr(args, spec: ModelSpec, out: Path):
     seg = load_segmenter(spec, src, args.aux_grid)
     task = seg.task
     cfg = CroprConfig(prune_count=args.prune_count, llf=True, aux_out=task.aux_out, num_queries=task.num_queries,
-                      aux_weight=args.aux_weight, train_mode=args.mode, qk_proj=args.proj, v_proj=args.proj)
+                      aux_weight=args.aux_weight, train_mode=args.mode, qk_proj=args.proj, v_proj=args.proj,
+                      aggregate_prefix=not args.patches_only)
     reducer = attach_cropr(seg, cfg)
     if args.mode == "frozen":
         seg.requires_grad_(False)
@@ -210,6 +212,7 @@ def main(argv=None) -> int:
     ap.add_argument("--aux-weight", type=float, default=1.0)
     ap.add_argument("--proj", action="store_true", help="Cropr stages: learned q/k/v projections (as in the "
                     "reference classification setup) instead of identities")
+    ap.add_argument("--patches-only", action="store_true", help="Cropr stages: auxiliary heads do not read the CLS token")
     ap.add_argument("--tag", default="", help="suffix of the Cropr stage's cache folder")
     ap.add_argument("--aux-grid", type=int, default=1, help="seg-cropr: auxiliary queries on an N x N output grid")
     ap.add_argument("--image-size", type=int, default=96)

@@ -143,7 +143,8 @@ class CroprReducer(TokenReducer):
         heads = config.num_heads or host.num_heads
         self.cropr = nn.ModuleList(
             CroprModule(host.hidden_size, heads, config.num_queries, config.pre_norm, config.qk_proj,
-                        config.v_proj, config.mlp_ratio, config.aux_out)
+                        config.v_proj, config.mlp_ratio, config.aux_out,
+                        exclude_prefix=0 if config.aggregate_prefix else host.num_prefix)
             for _ in plan
         )
 

@@ -28,6 +28,8 @@ class CroprConfig:
     qk_proj: bool = option(False, "learned query/key projections (identity by default)")
     v_proj: bool = option(False, "learned value projection in the aggregator (identity by default)")
     mlp_ratio: float = option(4.0, "hidden width of the aggregator MLP, relative to the model width")
+    aggregate_prefix: bool = option(True, "let the auxiliary cross-attention read the prefix (CLS) tokens, as in "
+                                   "the paper; off: patch tokens only (see modules.py)")
     aux_out: int = option(0, "outputs of each auxiliary head (classes, or patch*patch*classes for masks); 0: no heads")
     aux_weight: float = option(1.0, "weight of the summed auxiliary losses")
     train_mode: Literal["frozen", "joint"] = option("frozen", "train only the Cropr modules, or backbone and modules")

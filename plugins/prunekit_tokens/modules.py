@@ -15,6 +15,12 @@ Following Token Cropr (Bergner et al., CVPR 2025, arXiv 2412.00965, Sec. 3):
   the queries which tokens matter; selection itself is not differentiated.
 - :meth:`CroprModule.remove_aux_heads` deletes the branch: inference keeps only the
   queries, the optional norm and projections.
+
+Option (not in the paper): ``exclude_prefix=p`` hides the first ``p`` tokens (CLS, ...)
+from the auxiliary aggregation. In deep modules the CLS token already carries the class,
+so a query can solve the auxiliary task by attending to CLS alone and the patch scores
+stop meaning anything; on cluttered MNIST the last module then kept digit patches no
+better than chance. Hiding the prefix makes the queries rank patches.
 """
 
 from __future__ import annotations
@@ -39,13 +45,17 @@ class AuxBranch(nn.Module):
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, logits: torch.Tensor, keys_in: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, keys_in: torch.Tensor, exclude_prefix: int = 0) -> torch.Tensor:
         """``logits`` (B, H, Q, N) pre-softmax, ``keys_in`` (B, N, C) normed tokens -> (B, Q, out_dim)."""
         b, h, q, n = logits.shape
         c = keys_in.shape[-1]
         d = c // h
         v = self.v(keys_in).view(b, n, h, d).transpose(1, 2)  # B, H, N, d
-        attn = torch.softmax(logits * d**-0.5, dim=-1)
+        logits = logits * d**-0.5
+        if exclude_prefix:
+            logits = logits.clone()
+            logits[..., :exclude_prefix] = float("-inf")
+        attn = torch.softmax(logits, dim=-1)
         agg = (attn @ v).transpose(1, 2).reshape(b, q, c)
         agg = self.proj(agg)
         agg = agg + self.mlp(self.mlp_norm(agg))
@@ -56,8 +66,10 @@ class CroprModule(nn.Module):
     """Scores tokens for pruning; in training also predicts the task from them (auxiliary head)."""
 
     def __init__(self, dim: int, num_heads: int, num_queries: int = 1, pre_norm: bool = True,
-                 qk_proj: bool = False, v_proj: bool = False, mlp_ratio: float = 4.0, aux_out: int = 0):
+                 qk_proj: bool = False, v_proj: bool = False, mlp_ratio: float = 4.0, aux_out: int = 0,
+                 exclude_prefix: int = 0):
         super().__init__()
+        self.exclude_prefix = exclude_prefix
         if dim % num_heads:
             raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
         self.dim, self.num_heads, self.num_queries = dim, num_heads, num_queries
@@ -98,4 +110,4 @@ class CroprModule(nn.Module):
         h, d = self.num_heads, c // self.num_heads
         q = self._queries().view(self.num_queries, h, d).transpose(0, 1)  # H, Q, d
         logits = torch.einsum("hqd,bnhd->bhqn", q, keys.view(b, n, h, d))
-        return scores, self.aux(logits, kin)
+        return scores, self.aux(logits, kin, self.exclude_prefix)

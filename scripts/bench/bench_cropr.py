@@ -212,7 +212,7 @@ def main(argv=None) -> int:
             original = ViTForImageClassification.from_pretrained(cache_dir() / "cls-backbone")
         rows, meta = run_task("cls", None, lambda mdl: (lambda xb: mdl(pixel_values=xb).logits), ev, d,
                               cls_budgets, methods, False, x, args, spec, original)
-        out["tasks"][f"classification/{args.mode}"] = {"rows": rows, **meta, "metric": "top-1 accuracy", "run": run_info}
+        out["tasks"][f"classification/{args.mode}{args.tag}"] = {"rows": rows, **meta, "metric": "top-1 accuracy", "run": run_info}
     if "seg" in args.tasks:
         d = cache_dir() / f"seg-cropr-r{args.seg_r}-{args.mode}{args.tag}"
         if not (d / "cropr_config.json").exists():
@@ -224,7 +224,7 @@ def main(argv=None) -> int:
         original = load_segmenter(spec, cache_dir() / "seg-backbone") if args.mode == "joint" else None
         rows, meta = run_task("seg", seg, lambda mdl: mdl, ev, d, seg_budgets,
                               [k for k in methods if k != "merge-prop"], True, x, args, spec, original)
-        out["tasks"][f"dense/{args.mode}"] = {"rows": rows, **meta, "metric": "mIoU (background, digit) with LLF / unmerge",
+        out["tasks"][f"dense/{args.mode}{args.tag}"] = {"rows": rows, **meta, "metric": "mIoU (background, digit) with LLF / unmerge",
                                  "run": run_info}
     out["summary"] = summarise(out["tasks"])
     write_json(out_path, out)
@@ -285,7 +285,7 @@ def print_summary(out):
         print(f"{'method':>10} {'R':>3} {'quality':>8} {'img/s':>8} {'speedup':>8} {'median':>7} {'MACs':>6}")
         for r in res["rows"]:
             print(f"{r['method']:>10} {r['R']:>3} {_q(r, task):8.4f} {r['images_per_s']:8.1f} {r['speedup']:8.2f} "
-                  f"{r['speedup_median']:7.2f} {r['mac_ratio']:6.2f}")
+                  f"{r.get('speedup_median', float('nan')):7.2f} {r['mac_ratio']:6.2f}")
     print(out["summary"])
 
 

@@ -186,3 +186,19 @@ def test_deit_keeps_both_prefix_tokens(images):
     assert model(pixel_values=images).logits.shape == (3, 10)
     assert red.token_counts == [18, 14, 10, 6]
     assert bool((red.state.owner[:, :2] == torch.tensor([0, 1])).all())
+
+
+def test_exclude_prefix_hides_cls_from_aux_aggregation(vit_cls, images):
+    red = attach_cropr(vit_cls, prune_count=3, aux_out=10, aggregate_prefix=False).train()
+    assert all(m.exclude_prefix == 1 for m in red.cropr)
+    x = torch.randn(2, 9, 32, requires_grad=True)
+    m = red.cropr[0]
+    # changing the CLS token does not change the auxiliary output when the prefix is hidden
+    m.exclude_prefix = 0
+    base = m(x)[1]
+    x2 = x.detach().clone()
+    x2[:, 0] += 100.0
+    m.exclude_prefix = 1
+    assert torch.allclose(m(x)[1], m(x2)[1])
+    m.exclude_prefix = 0
+    assert not torch.allclose(base, m(x2)[1])

@@ -11,41 +11,38 @@ _HOOKS = {
     "server_app": "prunekit_federated.server_app:make_server_app",
     "simulate": "prunekit_federated.simulation:simulate",
 }
+# shared by the three specs; `prunekit fed run ...` is mounted from `commands`
+_COMMON = dict(domain="federated", requires=("torch", "flwr"), extra="federated",
+               commands={"fed": "prunekit_federated.cli:app"})
 
 FEDTINY = Plugin(
     name="fedtiny",
-    domain="federated",
     description="FedTiny: adaptive BN selection of a pruned candidate, then progressive magnitude-prune / "
                 "top-k-gradient-grow on the server (Flower ClientApp/ServerApp)",
     config=FedTinyConfig,
     paper="Huang et al., Distributed Pruning Towards Tiny Neural Networks in Federated Learning, ICDCS 2023 "
           "(arXiv 2212.01977)",
     hooks=dict(_HOOKS),
-    requires=("torch", "flwr"),
-    extra="federated",
+    **_COMMON,
 )
 
 FEDMEF = Plugin(
     name="fedmef",
-    domain="federated",
     description="FedMef: budget-aware extrusion of soon-pruned weights and scaled activation pruning on clients; "
                 "server magnitude-prune / gradient-grow (Flower ClientApp/ServerApp)",
     config=FedMefConfig,
     paper="Huang et al., FedMef: Towards Memory-efficient Federated Dynamic Pruning, CVPR 2024 (arXiv 2403.14737)",
     hooks=dict(_HOOKS),
-    requires=("torch", "flwr"),
-    extra="federated",
+    **_COMMON,
 )
 
 HIDENSEEK = Plugin(
     name="hidenseek",
-    domain="federated",
     description="HideNseek: server one-shot SynFlow pruning at init; clients learn a {-1,+1} sign supermask over "
                 "frozen weights and send one bit per kept weight (Flower ClientApp/ServerApp)",
     config=HideNseekConfig,
     paper="Vallapuram et al., HideNseek: Federated Lottery Ticket via Server-side Pruning and Sign Supermask "
           "(arXiv 2206.04385)",
     hooks=dict(_HOOKS),
-    requires=("torch", "flwr"),
-    extra="federated",
+    **_COMMON,
 )

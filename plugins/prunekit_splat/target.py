@@ -132,17 +132,8 @@ class SplatFiles:
         return out
 
     def evaluate(self, ref: GaussianScene, cand: GaussianScene, opts: SplatPruneOptions, report) -> dict[str, float]:
-        from .render import render
-        from .metrics import psnr, ssim
-
         cams = _cameras(ref, opts, opts.eval_views, opts.seed + 1000)
-        ps, ss = [], []
-        with torch.no_grad():
-            for cam in cams:
-                a = render(ref, cam).image
-                b = render(cand, cam).image
-                ps.append(psnr(a, b))
-                ss.append(float(ssim(a, b)))
+        ps, ss, _ = _compare(ref, cand, cams)
         finite = [p for p in ps if math.isfinite(p)]
         return {"psnr": sum(finite) / len(finite) if finite else float("inf"), "ssim": sum(ss) / len(ss),
                 "views": len(cams)}
@@ -153,21 +144,29 @@ class SplatFiles:
         import numpy as np
         from PIL import Image
 
-        from .metrics import psnr
-        from .render import render
-
         cams = _cameras(original, opts, 3, opts.seed + 1000)[:3]
-        rows, ps = [], []
-        with torch.no_grad():
-            for cam in cams:
-                a, b = render(original, cam).image, render(pruned, cam).image
-                ps.append(psnr(a, b))
-                rows.append(torch.cat([a, torch.ones(a.shape[0], 4, 3), b], dim=1))
+        ps, _, pairs = _compare(original, pruned, cams)
+        rows = [torch.cat([a, torch.ones(a.shape[0], 4, 3), b], dim=1) for a, b in pairs]
         grid = torch.cat([torch.cat([r, torch.ones(4, r.shape[1], 3)]) for r in rows])[:-4]
         img = (grid.clamp(0, 1).numpy() * 255).astype(np.uint8)
         Image.fromarray(img).save(Path(folder) / "before_after.png")
         report.metrics["report_views_psnr"] = sum(ps) / len(ps)
         report.notes.append(f"before/after image: {Path(folder) / 'before_after.png'} (left original, right pruned)")
+
+
+def _compare(ref: GaussianScene, cand: GaussianScene, cams) -> tuple[list[float], list[float], list]:
+    """PSNR and SSIM of ``cand``'s renders against ``ref``'s from each camera, and the image pairs."""
+    from .metrics import psnr, ssim
+    from .render import render
+
+    ps, ss, pairs = [], [], []
+    with torch.no_grad():
+        for cam in cams:
+            a, b = render(ref, cam).image, render(cand, cam).image
+            ps.append(psnr(a, b))
+            ss.append(float(ssim(a, b)))
+            pairs.append((a, b))
+    return ps, ss, pairs
 
 
 def _histogram(values: torch.Tensor, edges: torch.Tensor) -> dict[str, int]:

@@ -123,6 +123,11 @@ def main() -> None:
                           flush=True)
                     if label.endswith("merge"):
                         write_scene(out, WORK / f"{name}_{label}_distill_{k}.ply")
+        save(args, st, results)  # after every scene, so a stopped run keeps what it measured
+    save(args, st, results)
+
+
+def save(args, st, results) -> None:
     write_result("quality", {"args": vars(args), "scenes": {k: str(v) for k, v in SCENES.items()},
                              "splat_transform": splat_transform_version(st) if st else None,
                              "eval": "PSNR/SSIM vs the original scene's renders on held-out synthesised views (seed 1000)",

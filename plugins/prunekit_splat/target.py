@@ -24,6 +24,9 @@ class SplatPruneOptions:
     distill: int = option(0, "Adam steps fitting the kept Gaussians to the original scene's own renders")
     images: Optional[str] = option(None, "transforms.json with real images: fine-tune against those instead")
     eval_views: int = option(32, "views for `prunekit eval` (a different set from the scoring views)")
+    compensate: int = option(0, "train SUNDAE's image-space compensation net this many steps after pruning; "
+                                "saved beside the output as NAME.compensation.safetensors, applied by eval")
+    compensation_channels: int = option(16, "width of the compensation UNet's first level (SUNDAE: 64)")
     seed: int = option(0, "seed of view synthesis and distillation")
     progress: bool = option(True, "progress bars on stderr")
 
@@ -33,6 +36,9 @@ class SplatPruneOptions:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.distill < 0:
             raise ValueError(f"--distill must be >= 0, got {self.distill}")
+        if self.compensate < 0 or self.compensation_channels < 1:
+            raise ValueError(f"--compensate must be >= 0 and --compensation-channels >= 1, got {self.compensate}, "
+                             f"{self.compensation_channels}")
 
 
 def _cameras(scene: GaussianScene, opts: SplatPruneOptions, n: int, seed: int):
@@ -66,14 +72,17 @@ class SplatFiles:
         return any(name.endswith(s) for s in self.suffixes)
 
     def load(self, path) -> GaussianScene:
+        from .compensation import attach_sidecar
         from .formats import read_scene
 
-        return read_scene(path)
+        return attach_sidecar(read_scene(path), path)
 
     def save(self, scene: GaussianScene, path) -> None:
+        from .compensation import write_sidecar
         from .formats import write_scene
 
         write_scene(scene, path)
+        write_sidecar(scene)
 
     def size(self, scene: GaussianScene) -> dict[str, float]:
         return {"gaussians": len(scene), "bytes": len(scene) * scene.bytes_per_gaussian()}
@@ -102,9 +111,12 @@ class SplatFiles:
         return d
 
     def context(self, scene: GaussianScene, opts: SplatPruneOptions, path):
-        from .context import SplatContext
+        from .context import LazyViews, SplatContext
 
-        return SplatContext(scene, _cameras(scene, opts, opts.views, opts.seed), progress=opts.progress)
+        views = LazyViews(lambda: _cameras(scene, opts, opts.views, opts.seed))
+        if opts.cameras:
+            views.resolve()  # a bad --cameras file is an error whatever the method
+        return SplatContext(scene, views, progress=opts.progress)
 
     def apply(self, scene: GaussianScene, mask, ctx, opts: SplatPruneOptions, report, scores=None,
               budget=None) -> GaussianScene:
@@ -129,14 +141,21 @@ class SplatFiles:
             out = distill(out, scene, ctx.cameras, steps=opts.distill, seed=opts.seed, progress=opts.progress)
             report.notes.append(f"distilled {opts.distill} steps against the original scene's renders "
                                 f"({len(ctx.cameras)} views at {opts.resolution} px)")
-        return out
+        from .compensation import compensate_after_prune
+
+        return compensate_after_prune(out, scene, ctx.cameras, opts, report)
 
     def evaluate(self, ref: GaussianScene, cand: GaussianScene, opts: SplatPruneOptions, report) -> dict[str, float]:
         cams = _cameras(ref, opts, opts.eval_views, opts.seed + 1000)
         ps, ss, _ = _compare(ref, cand, cams)
         finite = [p for p in ps if math.isfinite(p)]
-        return {"psnr": sum(finite) / len(finite) if finite else float("inf"), "ssim": sum(ss) / len(ss),
-                "views": len(cams)}
+        out = {"psnr": sum(finite) / len(finite) if finite else float("inf"), "ssim": sum(ss) / len(ss),
+               "views": len(cams)}
+        if cand.meta.get("compensation") is not None:
+            from .compensation import cost_ms
+
+            out.update(cost_ms(cand, cams))
+        return out
 
     def write_report(self, original: GaussianScene, pruned: GaussianScene, ctx, opts: SplatPruneOptions, report,
                       folder) -> None:
@@ -156,13 +175,15 @@ class SplatFiles:
 
 def _compare(ref: GaussianScene, cand: GaussianScene, cams) -> tuple[list[float], list[float], list]:
     """PSNR and SSIM of ``cand``'s renders against ``ref``'s from each camera, and the image pairs."""
+    from .compensation import apply as compensate
     from .metrics import psnr, ssim
     from .render import render
 
     ps, ss, pairs = [], [], []
     with torch.no_grad():
-        for cam in cams:
-            a, b = render(ref, cam).image, render(cand, cam).image
+        for cam in cams:  # each scene with its SUNDAE compensation net, if it has one
+            a = compensate(ref.meta.get("compensation"), render(ref, cam).image)
+            b = compensate(cand.meta.get("compensation"), render(cand, cam).image)
             ps.append(psnr(a, b))
             ss.append(float(ssim(a, b)))
             pairs.append((a, b))

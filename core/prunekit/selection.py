@@ -7,6 +7,7 @@ same mask.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .budget import Budget
@@ -22,10 +23,35 @@ def _order(values: torch.Tensor, descending: bool = True) -> torch.Tensor:
     return torch.sort(v, descending=descending, stable=True).indices
 
 
+def _first(values: torch.Tensor, k: int, descending: bool = True) -> torch.Tensor:
+    """The set ``_order(values, descending)[:k]`` without a full sort: a selection (O(N)) of the
+    k-th key, every key before it, then the lowest-index units equal to it (the stable order)."""
+    return torch.from_numpy(_first_np(_np64(values), k, descending))
+
+
+def _np64(values: torch.Tensor) -> np.ndarray:
+    return values.detach().cpu().to(torch.float64).numpy()
+
+
+def _first_np(values: np.ndarray, k: int, descending: bool = True) -> np.ndarray:
+    n = values.size
+    if k >= n:
+        return np.arange(n)
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    v = values.astype(np.float64)  # a copy: NaN is rewritten below
+    v[np.isnan(v)] = -np.inf  # NaN ranks lowest
+    key = np.negative(v, out=v) if descending else v  # the k smallest keys
+    kth = np.partition(key, k - 1)[k - 1]
+    before = np.flatnonzero(key < kth)
+    ties = np.flatnonzero(key == kth)[: k - before.size]
+    return np.concatenate([before, ties]).astype(np.int64)
+
+
 def _floor_units(values: torch.Tensor, floor: int) -> torch.Tensor:
     keep = torch.zeros(values.numel(), dtype=torch.bool)
     if floor:
-        keep[_order(values)[: min(floor, values.numel())]] = True
+        keep[_first(values, floor)] = True
     return keep
 
 
@@ -38,8 +64,8 @@ def _select_flat(values: torch.Tensor, cost: torch.Tensor, forced: torch.Tensor,
     if kind == "threshold":
         v = torch.nan_to_num(values.to(torch.float64), nan=-float("inf"))
         return keep | (v >= budget.threshold)
-    free = (~forced).nonzero().flatten()
     if kind == "cost":
+        free = (~forced).nonzero().flatten()
         remaining = cost_limit - float(cost[forced].sum())
         order = free[_order(values[free])]
         cum = torch.cumsum(cost[order].to(torch.float64), 0)
@@ -50,12 +76,20 @@ def _select_flat(values: torch.Tensor, cost: torch.Tensor, forced: torch.Tensor,
     k = max(0, min(n, count) - int(forced.sum()))
     k_low = int(k * budget.low_fraction)
     k_high = k - k_low
+    v, keep_np = _np64(values), keep.numpy()  # keep_np shares keep's memory
     if k_high:
-        keep[free[_order(values[free])[:k_high]]] = True
+        keep_np[_among(v, ~keep_np, k_high, True)] = True
     if k_low:
-        rest = (~keep).nonzero().flatten()
-        keep[rest[_order(values[rest], descending=False)[:k_low]]] = True
+        keep_np[_among(v, ~keep_np, k_low, False)] = True
     return keep
+
+
+def _among(values: np.ndarray, allowed: np.ndarray, k: int, descending: bool) -> np.ndarray:
+    """Indices of the first ``k`` allowed units in the stable order."""
+    if allowed.all():
+        return _first_np(values, k, descending)
+    idx = np.flatnonzero(allowed)
+    return idx[_first_np(values[idx], k, descending)]
 
 
 def select(scores: Scores, budget: Budget) -> Mask:

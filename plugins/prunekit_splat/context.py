@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,6 +10,25 @@ import torch
 
 from .cameras import Camera
 from .scene import GaussianScene
+
+
+class LazyViews(Sequence):
+    """A camera list made on first use (view synthesis costs a robust-bounds pass over the
+    scene, wasted on view-free scorers such as ``sundae`` and ``opacity``)."""
+
+    def __init__(self, make: Callable[[], list[Camera]]):
+        self._make, self._views = make, None
+
+    def resolve(self) -> list[Camera]:
+        if self._views is None:
+            self._views = list(self._make())
+        return self._views
+
+    def __getitem__(self, i):
+        return self.resolve()[i]
+
+    def __len__(self) -> int:
+        return len(self.resolve())
 
 
 @dataclass

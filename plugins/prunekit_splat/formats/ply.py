@@ -14,14 +14,14 @@ the bytes of any other elements, so an unchanged scene is written back byte for 
 encodings; ASCII is value-exact). A scene whose properties changed (e.g. SH degree) gets a fresh
 header in the canonical INRIA order that keeps the comments.
 
-Reading is vectorised: the vertex block is read once into a numpy buffer and viewed as an
-``[N, P]`` matrix (or a structured array when types are mixed).
+Reading is vectorised: the vertex block is read with one ``readinto`` into a numpy buffer and
+viewed as an ``[N, P]`` float32 matrix; the scene's tensors are strided views of its columns
+(no per-property copies). Big-endian or mixed-type files are converted (one copy per block).
 """
 
 from __future__ import annotations
 
 import io
-import mmap
 import os
 import re
 from pathlib import Path
@@ -84,7 +84,7 @@ def read_ply(path: str | os.PathLike) -> GaussianScene:
         scales=t([f"scale_{i}" for i in range(3)]), opacities=t(["opacity"]).reshape(n),
         sh0=t([f"f_dc_{i}" for i in range(3)]), shN=table.sh_rest(k), extra=extra,
         meta={"format": "ply", "source": str(path), "comments": header.comments, "ply": ply_meta})
-    return repair_scene(scene, str(path))
+    return repair_scene(scene, str(path), all_finite=table.all_finite())
 
 
 def _open(path: Path):
@@ -141,28 +141,32 @@ def _span(xs: list[int]) -> str:
 
 
 class _Table:
-    """The vertex data: an ``[N, P]`` matrix (one type) or a structured array (mixed types)."""
+    """The vertex data: an ``[N, P]`` matrix (one type) or a structured array (mixed types).
+
+    With a native float32 matrix (the usual binary little-endian 3DGS file) the scene's
+    tensors are **views** into it (strided column slices, no copy): the matrix is the one
+    copy of the vertex data in memory."""
 
     def __init__(self, names: list[str], matrix: np.ndarray | None = None, records: np.ndarray | None = None):
         self.index = {name: i for i, name in enumerate(names)}
         self.matrix, self.records = matrix, records
         if matrix is not None and matrix.dtype == np.float32 and matrix.dtype.isnative:
-            self.tensor = torch.from_numpy(matrix)  # fast path: torch copies strided slices quickly
+            self.tensor = torch.from_numpy(matrix)
         else:
             self.tensor = None
 
     def block(self, names) -> torch.Tensor:
-        """Float32 ``[N, len(names)]`` copy of the named columns."""
+        """Float32 ``[N, len(names)]`` of the named columns (a view when they are adjacent)."""
         idx = [self.index[n] for n in names]
         lo = idx[0] if idx else 0
         if self.tensor is not None:
             if idx == list(range(lo, lo + len(idx))):
-                return _copy(self.tensor[:, lo:lo + len(idx)])
+                return self.tensor[:, lo:lo + len(idx)]
             return self.tensor.index_select(1, torch.tensor(idx, dtype=torch.long))
         if self.matrix is not None:
             return torch.from_numpy(np.take(self.matrix, idx, axis=1).astype(np.float32, copy=False))
         out = np.empty((len(self.records), len(names)), np.float32)
-        for j, name in enumerate(names):
+        for j, name in enumerate(names):  # one vectorised column copy per property (mixed-type records)
             out[:, j] = self.records[name]
         return torch.from_numpy(out)
 
@@ -171,16 +175,17 @@ class _Table:
         n = len(self.matrix) if self.matrix is not None else len(self.records)
         idx = [self.index[f"f_rest_{i}"] for i in range(3 * k)]
         if self.tensor is not None and k and idx == list(range(idx[0], idx[0] + 3 * k)):
-            return _copy(self.tensor[:, idx[0]:idx[0] + 3 * k].reshape(n, 3, k).transpose(1, 2))
+            return self.tensor[:, idx[0]:idx[0] + 3 * k].unflatten(1, (3, k)).transpose(1, 2)  # a view
         return self.block([f"f_rest_{c * k + j}" for j in range(k) for c in range(3)]).reshape(n, k, 3)
+
+    def all_finite(self) -> bool:
+        """True when the float32 block's sum is finite: then no value is NaN/inf (one pass, no
+        temporaries; an overflowing sum of finite values only costs the exact check later)."""
+        return self.tensor is not None and bool(np.isfinite(self.matrix.sum()))
 
     def column(self, name: str, code: str) -> np.ndarray:
         src = self.matrix[:, self.index[name]] if self.matrix is not None else self.records[name]
         return src.astype(np.dtype(code))  # native byte order, own memory
-
-
-def _copy(view: torch.Tensor) -> torch.Tensor:
-    return torch.empty(view.shape, dtype=torch.float32).copy_(view)
 
 
 def _read_binary(f, header: PlyHeader, vertex: PlyElement, path: Path):
@@ -199,13 +204,9 @@ def _read_binary(f, header: PlyHeader, vertex: PlyElement, path: Path):
         raise InputError(f"{path}: truncated: element vertex declares {vertex.count} vertices x {dtype.itemsize} B "
                          f"= {need} B, but only {max(avail, 0)} B follow the header")
     prefix = f.read(prefix_size)
-    start = len(header.raw) + prefix_size
-    data = _map(f, start, need)
-    if data is None:  # not mappable (e.g. a pipe): plain read
-        data = np.empty(need, np.uint8)
-        if f.readinto(memoryview(data)) != need:
-            raise InputError(f"{path}: truncated while reading the vertex data ({need} B expected)")
-    f.seek(start + need)
+    data = np.empty(need, np.uint8)  # the one buffer: the scene's tensors will be views into it
+    if need and f.readinto(memoryview(data)) != need:
+        raise InputError(f"{path}: truncated while reading the vertex data ({need} B expected)")
     trailer = f.read()
     names = [p.name for p in vertex.properties]
     codes = {p.code for p in vertex.properties}
@@ -215,20 +216,6 @@ def _read_binary(f, header: PlyHeader, vertex: PlyElement, path: Path):
             matrix = matrix.astype(matrix.dtype.newbyteorder("="))
         return _Table(names, matrix=matrix), prefix, trailer
     return _Table(names, records=data.view(dtype)), prefix, trailer
-
-
-def _map(f, start: int, size: int) -> np.ndarray | None:
-    """The bytes ``[start, start + size)`` of ``f`` as a private copy-on-write memory map (no
-    read buffer to fill; columns are copied straight out of the page cache)."""
-    if size == 0:
-        return None
-    try:
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-    except (OSError, ValueError):
-        return None
-    if hasattr(mm, "madvise") and hasattr(mmap, "MADV_SEQUENTIAL"):
-        mm.madvise(mmap.MADV_SEQUENTIAL)
-    return np.frombuffer(mm, np.uint8, count=size, offset=start)
 
 
 def _read_ascii(f, header: PlyHeader, vertex: PlyElement, path: Path):

@@ -20,21 +20,14 @@ from ..scene import GaussianScene
 OPACITY_LOGIT_LIMIT = 20.0
 
 
-def repair_scene(scene: GaussianScene, source: str = "") -> GaussianScene:
-    """``scene`` with the repairs above applied (the same object, meta["repairs"] = {}, if clean)."""
+def repair_scene(scene: GaussianScene, source: str = "", all_finite: bool = False) -> GaussianScene:
+    """``scene`` with the repairs above applied (the same object, meta["repairs"] = {}, if clean).
+
+    ``all_finite=True`` is a reader's promise that every value is finite (e.g. the sum of the
+    whole vertex block was finite): the NaN/inf passes are then skipped."""
     repairs: dict[str, int] = {}
-    op = scene.opacities
-    inf = torch.isinf(op)
-    if bool(inf.any()):
-        repairs["clamped_inf_opacity"] = int(inf.sum())
-        scene = scene.replace(opacities=torch.where(inf, op.sign() * OPACITY_LOGIT_LIMIT, op))
-    finite = torch.isfinite(scene.opacities)  # only NaN is left to catch here
-    for t in (scene.means, scene.scales, scene.quats, scene.sh0, scene.shN.flatten(1)):
-        if not bool(torch.isfinite(t.sum())):  # cheap test first: a NaN/inf anywhere makes the sum non-finite
-            finite &= torch.isfinite(t).all(dim=1)
-    if not bool(finite.all()):
-        repairs["dropped_nan_rows"] = int((~finite).sum())
-        scene = scene.subset(finite)
+    if not all_finite:
+        scene = _repair_non_finite(scene, repairs)
     zero = (scene.quats == 0).all(dim=1)
     if bool(zero.any()):
         repairs["fixed_zero_quats"] = int(zero.sum())
@@ -45,4 +38,20 @@ def repair_scene(scene: GaussianScene, source: str = "") -> GaussianScene:
     if repairs:
         what = ", ".join(f"{k}={v}" for k, v in repairs.items())
         warnings.warn(f"{source or 'scene'}: repaired messy content ({what})", stacklevel=3)
+    return scene
+
+
+def _repair_non_finite(scene: GaussianScene, repairs: dict[str, int]) -> GaussianScene:
+    op = scene.opacities
+    inf = torch.isinf(op)
+    if bool(inf.any()):
+        repairs["clamped_inf_opacity"] = int(inf.sum())
+        scene = scene.replace(opacities=torch.where(inf, op.sign() * OPACITY_LOGIT_LIMIT, op))
+    finite = torch.isfinite(scene.opacities)  # only NaN is left to catch here
+    for t in (scene.means, scene.scales, scene.quats, scene.sh0, scene.shN):
+        if not bool(torch.isfinite(t.sum())):  # cheap test first: a NaN/inf anywhere makes the sum non-finite
+            finite &= torch.isfinite(t).reshape(len(t), -1).all(dim=1)
+    if not bool(finite.all()):
+        repairs["dropped_nan_rows"] = int((~finite).sum())
+        scene = scene.subset(finite)
     return scene

@@ -32,6 +32,7 @@ from prunekit_tokens.attach import attach_cropr
 from prunekit_tokens.cluttered_mnist import CanvasSpec, normalise
 from prunekit_tokens.config import CroprConfig
 from prunekit_tokens.experiment import ModelSpec, cache_dir, test_canvases, train_canvases, write_json
+from prunekit_tokens.experiment import schedule_name as experiment_schedule_name
 from prunekit_tokens.persist import load_pretrained, save_pretrained
 from prunekit_tokens.tasks import ClassificationTask, MaskTask, ViTSegmenter
 from prunekit_tokens.training import batches, evaluate_classification, evaluate_mask, train_epoch
@@ -108,7 +109,7 @@ def stage_cls_cropr(args, spec: ModelSpec, out: Path):
     torch.manual_seed(args.seed)
     model = ViTForImageClassification.from_pretrained(src)
     task = ClassificationTask(10)
-    cfg = CroprConfig(prune_count=args.prune_count, aux_out=task.aux_out, num_queries=task.num_queries,
+    cfg = CroprConfig(**schedule(args), aux_out=task.aux_out, num_queries=task.num_queries,
                       aux_weight=args.aux_weight, train_mode=args.mode, qk_proj=args.proj, v_proj=args.proj,
                       aggregate_prefix=not args.patches_only)
     reducer = attach_cropr(model, cfg)
@@ -126,7 +127,7 @@ def stage_cls_cropr(args, spec: ModelSpec, out: Path):
     reducer.eval()
     reducer.remove_aux_heads()
     acc = evaluate_classification(fwd, test_data(args, False)())
-    print(f"cls-cropr test accuracy (pruned, R={args.prune_count}) {acc:.4f}")
+    print(f"cls-cropr test accuracy (pruned, {schedule_name(args)}) {acc:.4f}")
     save_pretrained(model, reducer, out)
     write_json(out / "metrics.json", {"test_accuracy": acc, "history": hist, "spec": spec, "args": vars(args),
                                       "token_counts": reducer.token_counts})
@@ -172,7 +173,7 @@ def stage_seg_cropr(args, spec: ModelSpec, out: Path):
     torch.manual_seed(args.seed)
     seg = load_segmenter(spec, src, args.aux_grid)
     task = seg.task
-    cfg = CroprConfig(prune_count=args.prune_count, llf=True, aux_out=task.aux_out, num_queries=task.num_queries,
+    cfg = CroprConfig(**schedule(args), llf=True, aux_out=task.aux_out, num_queries=task.num_queries,
                       aux_weight=args.aux_weight, train_mode=args.mode, qk_proj=args.proj, v_proj=args.proj,
                       aggregate_prefix=not args.patches_only)
     reducer = attach_cropr(seg, cfg)
@@ -188,15 +189,32 @@ def stage_seg_cropr(args, spec: ModelSpec, out: Path):
     reducer.eval()
     reducer.remove_aux_heads()
     res = evaluate_mask(seg, test_data(args, True)(), 2)
-    print(f"seg-cropr test (LLF, R={args.prune_count}) {res}")
+    print(f"seg-cropr test (LLF, {schedule_name(args)}) {res}")
     save_pretrained(seg, reducer, out)
     write_json(out / "metrics.json", {"test": res, "history": hist, "spec": spec, "args": vars(args),
                                       "token_counts": reducer.token_counts})
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UsageError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def schedule(args) -> dict:
+    """The token schedule options of :class:`CroprConfig` given on the command line."""
+    return {"prune_count": args.prune_count, "prune_counts": _ints(args.prune_counts),
+            "prune_after": _ints(args.prune_after)}
+
+
+def schedule_name(args) -> str:
+    return experiment_schedule_name(**schedule(args))
+
+
 def stage_dir(stage: str, args) -> Path:
     if stage.endswith("cropr"):
-        return cache_dir() / f"{stage}-r{args.prune_count}-{args.mode}{args.tag}"
+        return cache_dir() / f"{stage}-{schedule_name(args)}-{args.mode}{args.tag}"
     return cache_dir() / stage
 
 
@@ -208,6 +226,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=None, help="default: 5e-4 (backbones), 1e-3 (frozen Cropr), 2e-4 (joint)")
     ap.add_argument("--weight-decay", type=float, default=0.05)
     ap.add_argument("--prune-count", type=int, default=16, help="tokens dropped by every Cropr module")
+    ap.add_argument("--prune-counts", default="", help="tokens dropped per module, e.g. 96,16,8,4 (overrides --prune-count)")
+    ap.add_argument("--prune-after", default="", help="blocks followed by a module, e.g. 1,2,3,4 (default: 0, 1, ...)")
     ap.add_argument("--mode", choices=("frozen", "joint"), default="frozen")
     ap.add_argument("--aux-weight", type=float, default=1.0)
     ap.add_argument("--proj", action="store_true", help="Cropr stages: learned q/k/v projections (as in the "
@@ -232,6 +252,10 @@ def main(argv=None) -> int:
                "seg-backbone": stage_seg_backbone, "seg-cropr": stage_seg_cropr}
     epochs, lr = args.epochs, args.lr
     try:
+        try:
+            CroprConfig(**schedule(args))
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         for stage in args.stages:
             out = stage_dir(stage, args)
             resume = args.resume and stage == "cls-backbone"

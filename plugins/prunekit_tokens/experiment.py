@@ -78,3 +78,30 @@ def train_canvases(spec: CanvasSpec, epoch: int, stream: int, n_train: int = 800
 
 def write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)) + "\n")
+
+
+def schedule_name(prune_count: int = 0, prune_counts=(), prune_after=()) -> str:
+    """``r16`` (the same R after every block) or ``s96-16-8-4[-a1-2-3-4]`` (per-module counts
+    ``prune_counts``, after the blocks ``prune_after``); :func:`parse_schedule` inverts it."""
+    if not prune_counts:
+        return f"r{prune_count}"
+    name = "s" + "-".join(map(str, prune_counts))
+    return name + ("-a" + "-".join(map(str, prune_after)) if prune_after else "")
+
+
+def parse_schedule(name: str) -> dict:
+    """``"r16"`` / ``"s96-16-8-4-a1-2-3-4"`` -> CroprConfig schedule options; UsageError when malformed."""
+    from prunekit.errors import UsageError
+
+    try:
+        if name.startswith("r"):
+            return {"prune_count": int(name[1:]), "prune_counts": (), "prune_after": ()}
+        if name.startswith("s"):
+            counts, sep, after = name[1:].partition("-a")
+            if sep and not after:
+                raise ValueError(name)
+            return {"prune_count": 0, "prune_counts": tuple(int(v) for v in counts.split("-")),
+                    "prune_after": tuple(int(v) for v in after.split("-")) if after else ()}
+    except ValueError:
+        pass
+    raise UsageError(f"schedule {name!r}: expected rN or sN-N-...[-aB-B-...] (e.g. r16, s96-16-8-4-a1-2-3-4)")

@@ -2,8 +2,9 @@
 """Benchmark Token Cropr against random pruning and ToMe-style merging (cluttered MNIST).
 
 Needs the cached models of ``scripts/train_cropr_vit.py`` (stages cls-backbone, cls-cropr,
-and for the dense task seg-backbone, seg-cropr). For every token budget R (tokens dropped
-per module, same per-block counts for every method) it measures, in one run:
+and for the dense task seg-backbone, seg-cropr). For every token schedule (``r16``: 16
+tokens dropped after every block; ``s80-24-12-8-a1-2-3-4``: 80, 24, 12, 8 tokens dropped
+after blocks 1-4), the same per-block token counts for every method, it measures, in one run:
 
 - accuracy (classification) or mIoU and digit IoU (pixel mask, Last Layer Fusion / unmerge)
   on the 2,000 fixed test canvases;
@@ -13,9 +14,11 @@ per module, same per-block counts for every method) it measures, in one run:
 - the block-MAC ratio implied by the token counts (a load-independent cost figure);
 - the per-module cost of the per-image ``prunekit.select`` call.
 
-Cropr modules are trained once (at the R of the cached stage) and evaluated at every R.
-"Matched throughput": each baseline's accuracy is interpolated (linearly in speed-up,
-over its R sweep) at the speed-up Cropr reached. JSON goes to bench-out/cropr.json.
+Cropr modules are trained once (at the schedule of the cached stage) and evaluated at every
+schedule of the sweep (same blocks, other counts). ToMe-style merging cannot merge more than
+half a block's tokens, so it also runs its own constant-r schedules (``--merge-extra``) to
+reach higher speeds. "Matched throughput": each baseline's quality is interpolated (linearly
+in speed-up, over all its points) at the speed-up Cropr reached. JSON: bench-out/cropr.json.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from prunekit.errors import UsageError
 from prunekit.report import machine_info
 from prunekit_tokens.attach import attach_cropr, attach_merge, attach_random, relative_cost
 from prunekit_tokens.cluttered_mnist import CanvasSpec, normalise
-from prunekit_tokens.experiment import ModelSpec, cache_dir, test_canvases, write_json
+from prunekit_tokens.experiment import ModelSpec, cache_dir, parse_schedule, test_canvases, write_json
 from prunekit_tokens.persist import load_pretrained
 from prunekit_tokens.selection import keep_mask
 from prunekit_tokens.training import batches, evaluate_classification, evaluate_mask
@@ -45,10 +48,10 @@ sys.path.insert(0, str(REPO / "scripts"))
 from train_cropr_vit import load_segmenter  # noqa: E402
 
 
-def attach(method: str, model, R: int, cropr_cfg, cropr_state, llf: bool):
+def attach(method: str, model, sched: str, cropr_cfg, cropr_state, llf: bool):
     if method == "unpruned":
         return None
-    cfg = replace(cropr_cfg, prune_count=R, prune_counts=(), llf=llf)
+    cfg = replace(cropr_cfg, **parse_schedule(sched), llf=llf)
     if method == "cropr":
         red = attach_cropr(model, cfg)
         red.load_state_dict(cropr_state)
@@ -91,7 +94,8 @@ def interpolate(points, speed):
     return None
 
 
-def run_task(name, model, fwd, evaluate, cropr_dir, budgets, methods, llf, x_test, args, spec, original=None):
+def run_task(name, model, fwd, evaluate, cropr_dir, schedules, merge_extra, methods, llf, x_test, args, spec,
+             original=None):
     """``original``: the backbone before joint fine-tuning (joint mode), measured as method "original"."""
     model_c, red = load_pretrained(cropr_dir, model=model) if model is not None else load_pretrained(cropr_dir)
     cropr_cfg, cropr_state = red.config, red.state_dict()
@@ -99,19 +103,18 @@ def run_task(name, model, fwd, evaluate, cropr_dir, budgets, methods, llf, x_tes
     model = model_c.eval()
     f = fwd(model)
     n0 = 1 + spec.grid[0] * spec.grid[1]
-    rows = []
-    quality = {}
-    infeasible = {}
-    variants = {}
+    quality, infeasible, variants = {}, {}, {}
+    f_orig = None
     if original is not None:
         f_orig = fwd(original.eval())
-        quality["original@0"] = (evaluate(f_orig), [n0] * spec.num_hidden_layers)
-        variants["original@0"] = (lambda: None, lambda red: None)
-        print(f"[{name}] original@0: {quality['original@0'][0]}", flush=True)
+        quality["original@none"] = (evaluate(f_orig), [n0] * spec.num_hidden_layers)
+        variants["original@none"] = (lambda: None, lambda red: None)
+        print(f"[{name}] original: {quality['original@none'][0]}", flush=True)
     for method in methods:
-        for R in ([0] if method == "unpruned" else budgets):
-            key = f"{method}@{R}"
-            red = attach(method, model, R, cropr_cfg, cropr_state, llf)
+        todo = ["none"] if method == "unpruned" else schedules + (merge_extra if method.startswith("merge") else [])
+        for sched in todo:
+            key = f"{method}@{sched}"
+            red = attach(method, model, sched, cropr_cfg, cropr_state, llf)
             try:
                 q = evaluate(f)
             except UsageError as e:  # e.g. merging more than half the tokens of a block
@@ -123,38 +126,46 @@ def run_task(name, model, fwd, evaluate, cropr_dir, budgets, methods, llf, x_tes
                     red.remove()
             counts = red.token_counts if red is not None else [n0] * spec.num_hidden_layers
             quality[key] = (q, counts)
-            variants[key] = (lambda m=method, r=R: attach(m, model, r, cropr_cfg, cropr_state, llf),
+            variants[key] = (lambda m=method, r=sched: attach(m, model, r, cropr_cfg, cropr_state, llf),
                              lambda red: red.remove() if red is not None else None)
             print(f"[{name}] {key}: {q} tokens {counts}", flush=True)
     batch = normalise(torch.as_tensor(x_test[: args.batch]))
-    fns = {k: (f_orig if k == "original@0" else f) for k in variants}
+    fns = {k: (f_orig if k.startswith("original") else f) for k in variants}
     ips_med, ips_best, raw = timed_throughput(fns, variants, batch, args.reps)
     ips = ips_best  # fastest repetition: least disturbed by other processes on a shared machine
-    base = ips["unpruned@0"]
+    base = ips["unpruned@none"]
+    rows = []
     for key, (q, counts) in quality.items():
-        method, R = key.split("@")
-        rows.append({"method": method, "R": int(R), "quality": q, "token_counts": counts,
+        method, sched = key.split("@")
+        rows.append({"method": method, "schedule": sched, "quality": q, "token_counts": counts,
                      "images_per_s": ips[key], "speedup": ips[key] / base,
-                     "images_per_s_median": ips_med[key], "speedup_median": ips_med[key] / ips_med["unpruned@0"],
+                     "images_per_s_median": ips_med[key], "speedup_median": ips_med[key] / ips_med["unpruned@none"],
                      "mac_ratio": relative_cost(counts, spec.hidden_size, spec.hidden_size * spec.mlp_ratio),
                      "times_s": raw[key]})
     return rows, {"cropr_dir": str(cropr_dir), "cropr_config": cropr_cfg.__dict__, "infeasible": infeasible}
 
 
+def _list(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cls-r", type=int, default=24, help="R of the cached cls-cropr stage to load")
-    ap.add_argument("--seg-r", type=int, default=28, help="R of the cached seg-cropr stage to load")
-    ap.add_argument("--mode", default="frozen", choices=("frozen", "joint"))
-    ap.add_argument("--tag", default="-proj", help="suffix of the cached Cropr folders (train script --tag)")
-    ap.add_argument("--cls-budgets", default="12,16,20,24,28", help="R values (tokens dropped per module), classification")
-    ap.add_argument("--seg-budgets", default="16,24,28,32", help="R values, dense task (with Last Layer Fusion)")
+    ap.add_argument("--cls-cropr", default="cls-cropr-s80-24-12-8-a1-2-3-4-frozen-proj",
+                    help="cache folder (under .cache/prunekit_tokens) of the trained classification Cropr stage")
+    ap.add_argument("--seg-cropr", default="seg-cropr-r28-joint-proj", help="cache folder of the dense-task Cropr stage")
+    ap.add_argument("--cls-schedules", default="s40-12-6-4-a1-2-3-4,s64-20-10-6-a1-2-3-4,s80-24-12-8-a1-2-3-4,"
+                    "s96-24-12-8-a1-2-3-4", help="token schedules, classification (same blocks as the trained stage)")
+    ap.add_argument("--seg-schedules", default="s16-16-16-16,s32-32-32-32,s64-32-16-8,s72-40-16-8",
+                    help="token schedules, dense task (Last Layer Fusion)")
+    ap.add_argument("--merge-extra", default="r12,r16,r20,r24",
+                    help="extra constant-r schedules for merging (it cannot merge over half a block's tokens)")
     ap.add_argument("--methods", default="unpruned,cropr,random,merge")
     ap.add_argument("--tasks", default="cls,seg")
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--n-test", type=int, default=2000)
-    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(REPO / "bench-out" / "cropr.json"))
     args = ap.parse_args(argv)
     from transformers.utils import logging as hf_logging
@@ -162,75 +173,84 @@ def main(argv=None) -> int:
     hf_logging.disable_progress_bar()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cls_budgets = [int(b) for b in args.cls_budgets.split(",") if b]
-    seg_budgets = [int(b) for b in args.seg_budgets.split(",") if b]
-    methods = [m for m in args.methods.split(",") if m]
+    methods = _list(args.methods)
+    try:
+        for sched in _list(args.cls_schedules) + _list(args.seg_schedules) + _list(args.merge_extra):
+            parse_schedule(sched)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     spec = ModelSpec()
     x, y, m = test_canvases(CanvasSpec(size=spec.image_size))
     x, y, m = x[: args.n_test], y[: args.n_test], m[: args.n_test].astype(np.int64)
     out_path = Path(args.out)
-    out = {"format": "prunekit.bench.cropr", "tasks": {}}
-    if out_path.exists():  # keep the other task's figures from an earlier run (each task records its run)
-        try:
-            prev = json.loads(out_path.read_text())
-            if prev.get("format") == out["format"]:
-                out["tasks"] = prev.get("tasks", {})
-        except ValueError:
-            pass
-    out["machine"] = machine_info()
+    out = {"format": "prunekit.bench.cropr", "tasks": {}, "machine": machine_info()}
     run_info = {"machine": machine_info(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "inputs": {**vars(args), "model": spec.__dict__, "n_test": len(x), "canvas": CanvasSpec().__dict__}}
     torch.manual_seed(0)
+    run_info.update(overheads(args.batch, spec))
 
-    # cost of the per-image select call (one module, one batch)
-    s = torch.randn(args.batch, 1 + spec.grid[0] * spec.grid[1])
-    t0 = time.perf_counter()
-    for _ in range(10):
-        keep_mask(s, s.shape[1] - cls_budgets[0], 1)
-    run_info["select_ms_per_module_batch"] = (time.perf_counter() - t0) / 10 * 1000
-    from prunekit_tokens.modules import CroprModule
-
-    scorer = CroprModule(spec.hidden_size, spec.num_attention_heads, qk_proj=True).eval()
-    tokens = torch.randn(args.batch, s.shape[1], spec.hidden_size)
-    with torch.inference_mode():
-        t0 = time.perf_counter()
-        for _ in range(10):
-            scorer(tokens)
-        run_info["cropr_scorer_ms_per_module_batch"] = (time.perf_counter() - t0) / 10 * 1000
-
-    if "cls" in args.tasks:
-        d = cache_dir() / f"cls-cropr-r{args.cls_r}-{args.mode}{args.tag}"
+    for task in _list(args.tasks):
+        dense = task == "seg"
+        d = cache_dir() / (args.seg_cropr if dense else args.cls_cropr)
         if not (d / "cropr_config.json").exists():
-            print(f"missing {d}: run scripts/train_cropr_vit.py cls-backbone cls-cropr --prune-count {args.cls_r} "
-                  f"--proj --tag={args.tag} first", file=sys.stderr)
+            print(f"error: {d}: missing; train it with scripts/train_cropr_vit.py first", file=sys.stderr)
             return 1
-        ev = lambda f: evaluate_classification(f, batches(x, y, 256, normalise=normalise))  # noqa: E731
-        original = None
-        if args.mode == "joint":
-            from transformers import ViTForImageClassification
+        mode = json.loads((d / "cropr_config.json").read_text())["config"]["train_mode"]
+        if dense:
+            seg = load_segmenter(spec, cache_dir() / "seg-backbone")
+            ev = lambda f: evaluate_mask(f, batches(x, m, 256, normalise=normalise), 2)  # noqa: E731
+            original = load_segmenter(spec, cache_dir() / "seg-backbone") if mode == "joint" else None
+            rows, meta = run_task("seg", seg, lambda mdl: mdl, ev, d, _list(args.seg_schedules),
+                                  _list(args.merge_extra), [k for k in methods if k != "merge-prop"], True, x, args,
+                                  spec, original)
+            key, metric = f"dense/{d.name}", "mIoU (background, digit) with LLF / unmerge"
+        else:
+            ev = lambda f: evaluate_classification(f, batches(x, y, 256, normalise=normalise))  # noqa: E731
+            original = None
+            if mode == "joint":
+                from transformers import ViTForImageClassification
 
-            original = ViTForImageClassification.from_pretrained(cache_dir() / "cls-backbone")
-        rows, meta = run_task("cls", None, lambda mdl: (lambda xb: mdl(pixel_values=xb).logits), ev, d,
-                              cls_budgets, methods, False, x, args, spec, original)
-        out["tasks"][f"classification/{args.mode}{args.tag}"] = {"rows": rows, **meta, "metric": "top-1 accuracy", "run": run_info}
-    if "seg" in args.tasks:
-        d = cache_dir() / f"seg-cropr-r{args.seg_r}-{args.mode}{args.tag}"
-        if not (d / "cropr_config.json").exists():
-            print(f"missing {d}: run scripts/train_cropr_vit.py seg-backbone seg-cropr --prune-count {args.seg_r} "
-                  f"--proj --tag={args.tag} first", file=sys.stderr)
-            return 1
-        seg = load_segmenter(spec, cache_dir() / "seg-backbone")
-        ev = lambda f: evaluate_mask(f, batches(x, m, 256, normalise=normalise), 2)  # noqa: E731
-        original = load_segmenter(spec, cache_dir() / "seg-backbone") if args.mode == "joint" else None
-        rows, meta = run_task("seg", seg, lambda mdl: mdl, ev, d, seg_budgets,
-                              [k for k in methods if k != "merge-prop"], True, x, args, spec, original)
-        out["tasks"][f"dense/{args.mode}{args.tag}"] = {"rows": rows, **meta, "metric": "mIoU (background, digit) with LLF / unmerge",
-                                 "run": run_info}
+                original = ViTForImageClassification.from_pretrained(cache_dir() / "cls-backbone")
+            rows, meta = run_task("cls", None, lambda mdl: (lambda xb: mdl(pixel_values=xb).logits), ev, d,
+                                  _list(args.cls_schedules), _list(args.merge_extra), methods, False, x, args, spec,
+                                  original)
+            key, metric = f"classification/{d.name}", "top-1 accuracy"
+        out["tasks"][key] = {"rows": rows, **meta, "metric": metric, "train_mode": mode, "run": run_info}
+    out["tasks"] = {**previous_tasks(out_path, out["format"]), **out["tasks"]}
     out["summary"] = summarise(out["tasks"])
     write_json(out_path, out)
     print_summary(out)
     print(f"wrote {args.out}")
     return 0
+
+
+def previous_tasks(path: Path, fmt: str) -> dict:
+    """Tasks of an earlier run in ``path`` (read just before writing, so runs of other tasks are kept)."""
+    try:
+        prev = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return prev.get("tasks", {}) if isinstance(prev, dict) and prev.get("format") == fmt else {}
+
+
+def overheads(batch: int, spec: ModelSpec) -> dict:
+    """Per-module cost of the per-image ``prunekit.select`` call and of the Cropr scorer, one batch."""
+    from prunekit_tokens.modules import CroprModule
+
+    s = torch.randn(batch, 1 + spec.grid[0] * spec.grid[1])
+    t0 = time.perf_counter()
+    for _ in range(10):
+        keep_mask(s, s.shape[1] // 2, 1)
+    res = {"select_ms_per_module_batch": (time.perf_counter() - t0) / 10 * 1000}
+    scorer = CroprModule(spec.hidden_size, spec.num_attention_heads, qk_proj=True).eval()
+    tokens = torch.randn(batch, s.shape[1], spec.hidden_size)
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        for _ in range(10):
+            scorer(tokens)
+    res["cropr_scorer_ms_per_module_batch"] = (time.perf_counter() - t0) / 10 * 1000
+    return res
 
 
 def _q(row, task):
@@ -250,12 +270,12 @@ def summarise(tasks):
             by.setdefault(r["method"], []).append(r)
         comp = []
         for r in by.get("cropr", []):
-            entry = {"R": r["R"], "speedup": r["speedup"], "cropr": _q(r, task), "reference": bq}
+            entry = {"schedule": r["schedule"], "speedup": r["speedup"], "cropr": _q(r, task), "reference": bq}
             for b in ("random", "merge", "merge-prop"):
                 if b in by:
-                    same_r = next((x for x in by[b] if x["R"] == r["R"]), None)
-                    entry[f"{b}_same_budget"] = _q(same_r, task) if same_r else None
-                    entry[f"{b}_same_budget_speedup"] = same_r["speedup"] if same_r else None
+                    same = next((x for x in by[b] if x["schedule"] == r["schedule"]), None)
+                    entry[f"{b}_same_schedule"] = _q(same, task) if same else None
+                    entry[f"{b}_same_schedule_speedup"] = same["speedup"] if same else None
                     entry[f"{b}_at_cropr_speed"] = interpolate([(x["speedup"], _q(x, task)) for x in by[b]], r["speedup"])
             comp.append(entry)
         s = {"reference": ref["method"], "reference_quality": bq, "unpruned_same_weights": _q(base, task),
@@ -268,13 +288,10 @@ def summarise(tasks):
             ok = [c for c in comp if c["cropr"] >= 0.98 * bq]
             s["best_speedup_keeping_98pct_miou"] = max((c["speedup"] for c in ok), default=None)
             s["target_1p3x_98pct"] = bool(ok) and s["best_speedup_keeping_98pct_miou"] >= 1.3
-        wins = []
-        for c in comp:
-            for b in ("random", "merge"):
-                v = c.get(f"{b}_same_budget")
-                if v is not None:
-                    wins.append(c["cropr"] > v)
-        s["cropr_beats_baselines_same_budget"] = f"{sum(wins)}/{len(wins)}"
+        for kind in ("same_schedule", "at_cropr_speed"):
+            wins = [c["cropr"] > c[f"{b}_{kind}"] for c in comp for b in ("random", "merge")
+                    if c.get(f"{b}_{kind}") is not None]
+            s[f"cropr_beats_baselines_{kind}"] = f"{sum(wins)}/{len(wins)}"
         summ[task] = s
     return summ
 
@@ -282,11 +299,11 @@ def summarise(tasks):
 def print_summary(out):
     for task, res in out["tasks"].items():
         print(f"\n{task}:")
-        print(f"{'method':>10} {'R':>3} {'quality':>8} {'img/s':>8} {'speedup':>8} {'median':>7} {'MACs':>6}")
+        print(f"{'method':>10} {'schedule':>22} {'quality':>8} {'img/s':>8} {'speedup':>8} {'median':>7} {'MACs':>6}")
         for r in res["rows"]:
-            print(f"{r['method']:>10} {r['R']:>3} {_q(r, task):8.4f} {r['images_per_s']:8.1f} {r['speedup']:8.2f} "
-                  f"{r.get('speedup_median', float('nan')):7.2f} {r['mac_ratio']:6.2f}")
-    print(out["summary"])
+            print(f"{r['method']:>10} {r['schedule']:>22} {_q(r, task):8.4f} {r['images_per_s']:8.1f} "
+                  f"{r['speedup']:8.2f} {r.get('speedup_median', float('nan')):7.2f} {r['mac_ratio']:6.2f}")
+    print(json.dumps(out["summary"], indent=1))
 
 
 if __name__ == "__main__":

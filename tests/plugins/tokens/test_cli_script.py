@@ -53,3 +53,21 @@ def test_errors_are_one_line(cli, vit_cls, tmp_path, capsys):
                    "--labels", str(tmp_path / "y.npy"), "--out", str(tmp_path / "o"), "--prune-cuont", "3"])
     assert rc == 2 and "unknown option --prune-cuont" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_folder_of_class_subfolders(cli, vit_cls, tmp_path):
+    from PIL import Image
+
+    vit_cls.save_pretrained(tmp_path / "vit")
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "imgs" / c / f"{i}.png")
+    x, y = cli.load_images(str(tmp_path / "imgs"), None)
+    assert x.shape == (6, 3, 40, 40) and y.tolist() == [0, 0, 0, 1, 1, 1] and 0.0 <= x.min() <= x.max() <= 1.0
+    rc = cli.main(["train", "--model", str(tmp_path / "vit"), "--images", str(tmp_path / "imgs"),
+                   "--out", str(tmp_path / "pruned"), "--epochs", "1", "--batch", "3", "--prune-count", "2"])
+    assert rc == 0 and (tmp_path / "pruned" / "cropr.safetensors").exists()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "imgs" / "dog" / "small.png")
+    assert cli.main(["bench", "--model", str(tmp_path / "pruned"), "--images", str(tmp_path / "imgs")]) == 1

@@ -9,6 +9,7 @@ from torch import nn
 from prunekit_tokens.attach import attach_cropr, attach_merge, attach_random
 from prunekit_tokens.config import CroprConfig
 from prunekit_tokens.hosts import find_host
+from prunekit_tokens.modules import CroprModule
 
 
 class _V4Attention(nn.Module):
@@ -131,3 +132,46 @@ def test_real_timm_vision_transformer():
     red = attach_merge(model, config=CroprConfig(prune_count=3))
     assert model(x).shape == (2, 10)
     assert red.token_counts == [17, 14, 11, 8]
+
+
+def test_real_timm_save_reload_and_distilled_prefix(tmp_path, monkeypatch):
+    """timm (0.6.7 in the CI env, 1.x too): state_dict save/reload; DeiT-distilled keeps 2 prefix tokens."""
+    timm = pytest.importorskip("timm")
+    from prunekit_tokens.persist import load_pretrained, save_pretrained
+
+    def vit():
+        return timm.models.vision_transformer.VisionTransformer(
+            img_size=32, patch_size=8, in_chans=1, num_classes=10, embed_dim=32, depth=4, num_heads=2).eval()
+
+    torch.manual_seed(0)
+    model = vit()
+    red = attach_cropr(model, prune_counts=(5, 3), aux_out=10).eval()
+    with torch.no_grad():
+        for m in red.cropr:
+            m.queries.normal_()
+    red.remove_aux_heads()
+    x = torch.randn(3, 1, 32, 32)
+    ref = model(x)
+    save_pretrained(model, red, tmp_path / "m")
+    torch.manual_seed(1)
+    model2, red2 = load_pretrained(tmp_path / "m", model=vit())
+    assert torch.equal(model2(x), ref) and red2.token_counts == [17, 12, 9, 9]
+
+    from timm.models.deit import VisionTransformerDistilled
+
+    deit = VisionTransformerDistilled(img_size=32, patch_size=8, in_chans=1, num_classes=10, embed_dim=32,
+                                      depth=4, num_heads=2).eval()
+    red = attach_cropr(deit, prune_count=4)
+    assert red.host.num_prefix == 2
+
+    def prefix_lowest(self, t):  # the scorer ranks both prefix tokens last
+        s = torch.arange(t.shape[1], dtype=t.dtype).expand(t.shape[0], -1).clone()
+        s[:, :2] = -1e9
+        return s
+
+    monkeypatch.setattr(CroprModule, "scores", prefix_lowest)
+    assert deit(x).shape == (3, 10)
+    assert red.token_counts == [18, 14, 10, 6]
+    assert bool((red.state.owner[:, :2] == torch.tensor([0, 1])).all())
+    kept = red.kept_original()
+    assert kept[:, 2:].sum(1).tolist() == [4] * 3 and kept[:, -4:].all()  # the 4 highest-index patches

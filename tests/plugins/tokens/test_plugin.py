@@ -56,3 +56,18 @@ def test_keep_mask_exact_count_and_prefix():
     assert kept.tolist() == [[0, 2, 3], [0, 2, 3]] and dropped.tolist() == [[1, 4], [1, 4]]
     with pytest.raises(ValueError):
         keep_mask(s, 0, num_prefix=1)
+
+
+def test_schedule_names_round_trip():
+    from prunekit_tokens.experiment import parse_schedule, schedule_name
+
+    for opts in ({"prune_count": 16, "prune_counts": (), "prune_after": ()},
+                 {"prune_count": 0, "prune_counts": (96, 16, 8, 4), "prune_after": (1, 2, 3, 4)},
+                 {"prune_count": 0, "prune_counts": (64, 32), "prune_after": ()}):
+        name = schedule_name(**opts)
+        assert parse_schedule(name) == opts
+        CroprConfig(**parse_schedule(name))
+    assert schedule_name(0, (96, 16, 8, 4), (1, 2, 3, 4)) == "s96-16-8-4-a1-2-3-4"
+    for bad in ("x16", "r", "s1-b", "s4-a"):
+        with pytest.raises(UsageError, match="schedule"):
+            parse_schedule(bad)

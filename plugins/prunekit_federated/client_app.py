@@ -129,6 +129,13 @@ def make_client_app(faults: dict[int, str] | None = None) -> ClientApp:
     return app
 
 
+def _with_peak(metrics: dict, res) -> dict:
+    """Add the measured peak heap of a training step (absent where it cannot be measured)."""
+    if res.step_peak_bytes is not None:
+        metrics["step-peak-bytes"] = res.step_peak_bytes
+    return metrics
+
+
 def _crash_hook(hooks: dict):
     """A penalty callable that raises on the 2nd local step (a client dying mid-round)."""
     if not hooks.get("crash"):
@@ -194,7 +201,7 @@ def _train_weights(msg, context, model, data, cfg, method, seed, hooks):
         "num-examples": res.examples, "train-loss": res.loss, "activation-bytes": res.activation_bytes,
         "model-bytes": model_bytes(prunable, mask, dense_numel), "extruded-weights": n_low,
     }
-    return reply, metrics
+    return reply, _with_peak(metrics, res)
 
 
 def _train_hidenseek(msg, context, model, data, cfg, seed, hooks):
@@ -219,9 +226,7 @@ def _train_hidenseek(msg, context, model, data, cfg, seed, hooks):
     else:
         return None, {}
     signs = tp.decode_signs(arrays, mask)
-    # the global signs set each score's sign; the node keeps its own magnitudes
-    for k in prunable:
-        scores[k] = signs[k].view(prunable[k]) * scores[k].abs().clamp_min(1e-8)
+    scores = sync_scores(scores, {k: signs[k].view(prunable[k]) for k in prunable}, cfg.score_memory, cfg.score_init)
     dense_names = tuple(k for k in shapes if k not in prunable)
     dense, _ = tp.decode_state(arrays, shapes, None, dense_names=dense_names, allowed_extra=("s/", "base/"))
     load_state(model, {**dense, **{k: base[k] for k in prunable}})
@@ -234,8 +239,31 @@ def _train_hidenseek(msg, context, model, data, cfg, seed, hooks):
     reply = tp.encode_state({k: sd[k] for k in dense_names}, None)
     reply = tp.add_arrays(reply, tp.encode_signs({k: torch.sign(scores[k]) for k in prunable}, mask))
     dense_numel = sum(int(np.prod(shapes[k])) for k in dense_names)
-    return reply, {"num-examples": res.examples, "train-loss": res.loss, "activation-bytes": res.activation_bytes,
-                   "model-bytes": model_bytes(prunable, mask, dense_numel)}
+    return reply, _with_peak({"num-examples": res.examples, "train-loss": res.loss,
+                              "activation-bytes": res.activation_bytes,
+                              "model-bytes": model_bytes(prunable, mask, dense_numel)}, res)
+
+
+def sync_scores(scores: dict, signs: dict, memory: str, init: float) -> dict:
+    """Set each node's real scores to the global signs (HideNseek, our design; the paper
+    does not say what a client keeps between rounds):
+
+    - ``keep``: the node keeps its own |s| under the global sign;
+    - ``agree``: it keeps |s| where its own sign won the vote, else restarts at ``init``;
+    - ``reset``: every score restarts at ``init`` under the global sign (stateless node).
+    """
+    out = {}
+    for k, g in signs.items():
+        s = scores[k]
+        if memory == "keep":
+            out[k] = g * s.abs().clamp_min(1e-8)
+        elif memory == "agree":
+            out[k] = torch.where(torch.sign(s) == g, s, g * init)
+        elif memory == "reset":
+            out[k] = g * init
+        else:
+            raise ValueError(f"unknown score_memory {memory!r}")
+    return out
 
 
 def _bn_adapt(msg, context, model, data, cfg):

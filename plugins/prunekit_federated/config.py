@@ -37,6 +37,7 @@ class FedConfig:
     min_clients: int = option(2, "minimum nodes per round / available")
     timeout: float = option(600.0, "seconds the server waits for replies in a round")
     density_layout: Literal["erk", "uniform"] = option("erk", "per-layer density: Erdos-Renyi-Kernel or uniform")
+    width: int = option(1, "width multiplier of the CNN: 16w and 32w conv channels, 64w hidden units")
     seed: int = option(0, "seed of the model, the masks and the data split")
 
     def __post_init__(self) -> None:
@@ -52,6 +53,8 @@ class FedConfig:
             raise ValueError(f"client_samples must be >= 0, got {self.client_samples}")
         if self.local_epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("local_epochs and batch_size must be >= 1 and lr > 0")
+        if self.width < 1:
+            raise ValueError(f"width must be >= 1, got {self.width}")
         if not (0.0 < self.fraction_train <= 1.0):
             raise ValueError(f"fraction_train must be in (0, 1], got {self.fraction_train}")
 
@@ -147,6 +150,9 @@ class HideNseekConfig(FedConfig):
     synflow_iters: int = option(100, "SynFlow pruning iterations at initialisation (paper: 100)")
     score_lr: float = option(1.0, "client learning rate of the sign scores")
     score_init: float = option(0.02, "initial |score| of every kept weight (sign starts at +1)")
+    score_memory: Literal["keep", "agree", "reset"] = option(
+        "keep", "what a node keeps of its scores under the new global signs: its |s|, its |s| where its sign won "
+                "the vote, or nothing")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -1,8 +1,8 @@
 """Small CNNs with batch norm for MNIST / digits, optionally FedMef-style.
 
 ``SmallCNN``: conv(16) - norm - ReLU - maxpool - conv(32) - norm - ReLU - maxpool -
-fc(64) - ReLU - fc(10). Prunable tensors: ``conv1.weight``, ``conv2.weight``,
-``fc1.weight``, ``fc2.weight``.
+fc(64) - ReLU - fc(10), widths times the ``width`` option. Prunable tensors:
+``conv1.weight``, ``conv2.weight``, ``fc1.weight``, ``fc2.weight``.
 
 ``norm="bn"``: BatchNorm2d after each conv (FedTiny, HideNseek, dense FedAvg).
 ``norm="nsconv"``: no BN; each conv standardises its *kept* weights per output channel
@@ -93,8 +93,10 @@ class SmallCNN(nn.Module):
 def build_model(dataset: str, method: str, cfg) -> SmallCNN:
     """The model every node of a run builds (same names and shapes everywhere)."""
     size = 28 if dataset == "mnist" else 8
+    w = int(getattr(cfg, "width", 1))
+    shape = dict(image_size=size, channels=(16 * w, 32 * w), hidden=64 * w)
     if method == "fedmef":
         norm = getattr(cfg, "norm", "nsconv")
         keep = 1.0 - float(getattr(cfg, "activation_prune", 0.0))
-        return SmallCNN(image_size=size, norm=norm, act_keep=keep)
-    return SmallCNN(image_size=size)
+        return SmallCNN(**shape, norm=norm, act_keep=keep)
+    return SmallCNN(**shape)

@@ -15,10 +15,19 @@ paper's exact NSConv formula is not reproduced (approximation, documented there)
 
 :class:`ActivationMeter` counts the bytes of every tensor autograd saves for backward
 (``torch.autograd.graph.saved_tensors_hooks``), excluding model parameters: the
-client's activation memory for a training step, measured, not estimated.
+client's activation memory for a training step, measured, not estimated. It also
+samples the C heap in use (glibc ``mallinfo2``: in-use arena bytes + mmapped blocks,
+which is where torch's CPU tensors live) at every save and every unpack of a saved
+tensor and at :meth:`ActivationMeter.sample` calls (after backward, after the optimiser
+step); ``peak_heap_bytes`` is the highest sample above the level at entry, i.e. the
+measured peak memory of the step (activations, gradients, optimiser state,
+temporaries alive at a sample point). None where mallinfo2 is unavailable.
 """
 
 from __future__ import annotations
+
+import ctypes
+import ctypes.util
 
 import torch
 import torch.nn.functional as F
@@ -129,19 +138,57 @@ def sap_linear(x, weight, bias, keep: float):
     return _SAPLinear.apply(x, weight, bias, keep)
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _load_mallinfo2():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        fn = libc.mallinfo2
+    except (OSError, AttributeError):  # not glibc >= 2.33
+        return None
+    fn.restype = _MallInfo2
+    return fn
+
+
+_MALLINFO2 = _load_mallinfo2()
+
+
+def heap_in_use() -> int | None:
+    """Bytes of C heap in use (glibc mallinfo2: uordblks + hblkhd), or None if unavailable."""
+    if _MALLINFO2 is None:
+        return None
+    m = _MALLINFO2()
+    return int(m.uordblks + m.hblkhd)
+
+
 class ActivationMeter:
-    """Bytes saved for backward during a forward pass (parameters excluded).
+    """Bytes saved for backward during a forward pass (parameters excluded), and the
+    sampled peak heap of the step (see the module doc).
 
     >>> with ActivationMeter(model) as meter:
     ...     loss = model(x).sum()
-    >>> meter.bytes
+    >>> loss.backward(); meter.sample(); opt.step(); meter.sample()
+    >>> meter.bytes, meter.peak_heap_bytes
     """
 
     def __init__(self, model: torch.nn.Module | None = None):
         self._params = {p.untyped_storage().data_ptr() for p in model.parameters()} if model is not None else set()
         self._seen: set[int] = set()
         self.bytes = 0
-        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._base = self._peak = None
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+
+    def sample(self) -> None:
+        h = heap_in_use()
+        if h is not None and self._peak is not None:
+            self._peak = max(self._peak, h)
+
+    @property
+    def peak_heap_bytes(self) -> int | None:
+        return None if self._base is None else self._peak - self._base
 
     def _pack(self, t: torch.Tensor) -> torch.Tensor:
         st = t.untyped_storage()
@@ -149,12 +196,19 @@ class ActivationMeter:
         if ptr not in self._params and ptr not in self._seen:
             self._seen.add(ptr)
             self.bytes += st.nbytes()
+        self.sample()
+        return t
+
+    def _unpack(self, t: torch.Tensor) -> torch.Tensor:
+        self.sample()
         return t
 
     def __enter__(self) -> "ActivationMeter":
+        self._base = self._peak = heap_in_use()
         self._ctx.__enter__()
         return self
 
     def __exit__(self, *exc) -> bool:
+        self.sample()
         self._ctx.__exit__(*exc)
         return False

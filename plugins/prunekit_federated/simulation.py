@@ -1,7 +1,9 @@
 """Run a method in Flower's simulation engine (``flwr.simulation.run_simulation``, Ray).
 
 Sets Flower/Ray quiet-offline variables (no telemetry, no update check, no Ray usage
-stats) unless already set. Returns the ServerApp's run summary.
+stats) unless already set. Returns the ServerApp's run summary. Every process the run
+started (Ray's gcs_server, raylet and workers) is gone when it returns
+(:class:`~.procs.ChildWatch`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import tempfile
 from typing import Any
 
 from .config import FedConfig, config_for
+from .procs import ChildWatch
 
 QUIET_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1", "RAY_USAGE_STATS_ENABLED": "0",
              "RAY_DEDUP_LOGS": "0"}
@@ -47,14 +50,20 @@ def simulate(method: str, cfg: FedConfig | None = None, *, faults: dict[int, str
     init_args["num_cpus"] = int(num_cpus or min(os.cpu_count() or 1, 4))
     os.environ.setdefault("PRUNEKIT_FED_THREADS", "1")  # inherited by the Ray workers
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    run_simulation(
-        server_app=make_server_app(cfg, method, results, runs=runs),
-        client_app=make_client_app(faults),
-        num_supernodes=cfg.clients,
-        backend_name="ray",
-        backend_config={"client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0}, "init_args": init_args},
-        verbose_logging=verbose,
-    )
+    watch = ChildWatch()
+    try:
+        with watch:
+            run_simulation(
+                server_app=make_server_app(cfg, method, results, runs=runs),
+                client_app=make_client_app(faults),
+                num_supernodes=cfg.clients,
+                backend_name="ray",
+                backend_config={"client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0},
+                                "init_args": init_args},
+                verbose_logging=verbose,
+            )
+    finally:
+        watch.reap()  # Ray workers outlive ray.shutdown() for a while; end them by pid
     if not results:
         raise RuntimeError(f"the {method} simulation ended without a result (see the Flower log above)")
     return results

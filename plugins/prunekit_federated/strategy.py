@@ -218,6 +218,8 @@ class DenseFedAvg(FedAvg):
                 out[k] = float(sum(u["n"] * float(u["metrics"][k]) for u in good) / total)
         out["num-examples"] = float(total)
         out["peak-activation-bytes"] = float(max(float(u["metrics"].get("activation-bytes", 0)) for u in good))
+        if all("step-peak-bytes" in u["metrics"] for u in good):
+            out["peak-step-bytes"] = float(max(float(u["metrics"]["step-peak-bytes"]) for u in good))
         return out
 
     def combine(self, server_round: int, good: list[dict]) -> None:

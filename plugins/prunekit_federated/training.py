@@ -5,6 +5,7 @@ simulated in compute; it is real in transport and in the reported storage figure
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -24,6 +25,7 @@ class LocalResult:
     examples: int = 0
     steps: int = 0
     activation_bytes: int = 0  # saved-for-backward bytes of one training step (first batch)
+    step_peak_bytes: int | None = None  # measured peak heap of that step above its start (sap.ActivationMeter)
     grad_sum: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
@@ -56,13 +58,8 @@ def train_local(model: torch.nn.Module, data, mask: Mask | None, *, epochs: int,
         for idx in batches(len(data), batch_size, seed * 1000 + epoch):
             x, y = data.x[idx], data.y[idx]
             opt.zero_grad(set_to_none=True)
-            if res.steps == 0:
-                with ActivationMeter(model) as meter:
-                    loss = F.cross_entropy(model(x), y)
-                    if penalty is not None:
-                        loss = loss + penalty(model)
-                res.activation_bytes = meter.bytes
-            else:
+            meter = ActivationMeter(model) if res.steps == 0 else None
+            with meter or contextlib.nullcontext():
                 loss = F.cross_entropy(model(x), y)
                 if penalty is not None:
                     loss = loss + penalty(model)
@@ -76,6 +73,8 @@ def train_local(model: torch.nn.Module, data, mask: Mask | None, *, epochs: int,
             opt.step()
             if mask is not None:
                 apply_mask(model, mask)
+            if meter is not None:
+                _record_step(res, meter)
             total += float(loss.detach()) * len(idx)
             res.examples += len(idx)
             res.steps += 1
@@ -83,6 +82,13 @@ def train_local(model: torch.nn.Module, data, mask: Mask | None, *, epochs: int,
     res.loss = total / max(res.examples * epochs, 1)
     res.grad_sum = {k: v / max(res.steps, 1) for k, v in sums.items()}
     return res
+
+
+def _record_step(res: LocalResult, meter: ActivationMeter) -> None:
+    """Activation bytes and the heap peak of the first step (sampled after backward and step too)."""
+    meter.sample()
+    res.activation_bytes = meter.bytes
+    res.step_peak_bytes = meter.peak_heap_bytes
 
 
 def topk_inactive(grad: torch.Tensor, inactive: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,16 +215,14 @@ def train_signs(model: torch.nn.Module, base: Mapping[str, torch.Tensor], mask: 
         for idx in batches(len(data), batch_size, seed * 1000 + epoch):
             x, y = data.x[idx], data.y[idx]
             opt.zero_grad(set_to_none=True)
-            if res.steps == 0:
-                with ActivationMeter(model) as meter:
-                    out = functional_call(model, signed_weights(base, mask, score_params), (x,))
-                    loss = F.cross_entropy(out, y)
-                res.activation_bytes = meter.bytes
-            else:
+            meter = ActivationMeter(model) if res.steps == 0 else None
+            with meter or contextlib.nullcontext():
                 out = functional_call(model, signed_weights(base, mask, score_params), (x,))
                 loss = F.cross_entropy(out, y)
             loss.backward()
             opt.step()
+            if meter is not None:
+                _record_step(res, meter)
             total += float(loss.detach()) * len(idx)
             res.examples += len(idx)
             res.steps += 1

@@ -89,3 +89,26 @@ def test_nsconv_keeps_pruned_weights_at_zero():
     assert torch.isfinite(kept).all() and kept.abs().sum() > 0
     out = model(torch.randn(4, 1, 28, 28))
     assert out.shape == (4, 10) and torch.isfinite(out).all()
+
+
+def test_step_peak_heap_is_measured():
+    from prunekit_federated.sap import heap_in_use
+
+    if heap_in_use() is None:
+        pytest.skip("glibc mallinfo2 unavailable")
+
+    def peak(batch):
+        torch.manual_seed(0)
+        model = SmallCNN(norm="bn")
+        model.train()
+        x = torch.randn(batch, 1, 28, 28)
+        with ActivationMeter(model) as meter:
+            loss = F.cross_entropy(model(x), torch.zeros(batch, dtype=torch.long))
+        loss.backward()
+        meter.sample()
+        return meter.peak_heap_bytes, meter.bytes
+
+    p16, a16 = peak(16)
+    p64, a64 = peak(64)
+    assert p16 >= 0.9 * a16  # the saved activations are on the heap at the end of forward
+    assert p64 > 3 * p16 and a64 > 3.5 * a16  # both scale with the batch

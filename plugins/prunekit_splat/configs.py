@@ -26,6 +26,12 @@ class LightGaussianConfig:
 
 
 @dataclass
+class RadSplatConfig:
+    antialiased: bool = option(True, "score with the area-preserving (antialiased) alpha, so sub-pixel splats "
+                                     "do not count as dominating a ray; false = the plain 3DGS alpha")
+
+
+@dataclass
 class SundaeConfig:
     band_weight: float = option(0.5, "omega: share of the budget kept from the high-pass end; 1 - omega from the low end")
     max_neighbors: int = option(16, "neighbour cap of the radius graph (paper: 100)")

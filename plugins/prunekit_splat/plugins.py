@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from prunekit import Plugin
 
-from .configs import LightGaussianConfig, NoConfig, RandomConfig, SundaeConfig
+from .configs import LightGaussianConfig, NoConfig, RadSplatConfig, RandomConfig, SundaeConfig
 
 _TARGET = "prunekit_splat.target:SPLAT_FILES"
 _REQ = ("torch", "numpy", "scipy")
@@ -24,8 +24,8 @@ LIGHTGAUSSIAN = Plugin(
     description="LightGaussian global significance: sum of opacity x transmittance over view pixels, times volume^0.1",
     paper="Fan et al., LightGaussian, NeurIPS 2024, arXiv:2311.17245", **_common)
 RADSPLAT = Plugin(
-    name="radsplat", config=NoConfig, scorer="prunekit_splat.scorers:radsplat",
-    description="RadSplat: max blending weight alpha*T of each Gaussian over all view pixels",
+    name="radsplat", config=RadSplatConfig, scorer="prunekit_splat.scorers:radsplat",
+    description="RadSplat: max blending weight alpha*T of each Gaussian over all view pixels (antialiased alpha)",
     paper="Niemeyer et al., RadSplat, CVPR 2024, arXiv:2403.13806", **_common)
 SUNDAE = Plugin(
     name="sundae", config=SundaeConfig, scorer="prunekit_splat.scorers:sundae",

@@ -27,6 +27,8 @@ class SplatPruneOptions:
     compensate: int = option(0, "train SUNDAE's image-space compensation net this many steps after pruning; "
                                 "saved beside the output as NAME.compensation.safetensors, applied by eval")
     compensation_channels: int = option(16, "width of the compensation UNet's first level (SUNDAE: 64)")
+    sweep: Optional[str] = option(None, "keep ratios, e.g. 0.05,0.1,0.3: with --report DIR also prune to each "
+                                        "(same scores), write DIR/NAME_keepR.EXT and plot PSNR vs keep there")
     seed: int = option(0, "seed of view synthesis and distillation")
     progress: bool = option(True, "progress bars on stderr")
 
@@ -36,6 +38,9 @@ class SplatPruneOptions:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.distill < 0:
             raise ValueError(f"--distill must be >= 0, got {self.distill}")
+        from .sweep import parse_ratios
+
+        parse_ratios(self.sweep)
         if self.compensate < 0 or self.compensation_channels < 1:
             raise ValueError(f"--compensate must be >= 0 and --compensation-channels >= 1, got {self.compensate}, "
                              f"{self.compensation_channels}")
@@ -120,6 +125,8 @@ class SplatFiles:
 
     def apply(self, scene: GaussianScene, mask, ctx, opts: SplatPruneOptions, report, scores=None,
               budget=None) -> GaussianScene:
+        if scores is not None:
+            ctx.info["scores_budget"] = (scores, budget)  # for --sweep
         if opts.merge and scores is not None:
             from .merge import merge_progressive
 
@@ -146,7 +153,7 @@ class SplatFiles:
         return compensate_after_prune(out, scene, ctx.cameras, opts, report)
 
     def evaluate(self, ref: GaussianScene, cand: GaussianScene, opts: SplatPruneOptions, report) -> dict[str, float]:
-        cams = _cameras(ref, opts, opts.eval_views, opts.seed + 1000)
+        cams = self.eval_cameras(ref, opts)
         ps, ss, _ = _compare(ref, cand, cams)
         finite = [p for p in ps if math.isfinite(p)]
         out = {"psnr": sum(finite) / len(finite) if finite else float("inf"), "ssim": sum(ss) / len(ss),
@@ -156,6 +163,10 @@ class SplatFiles:
 
             out.update(cost_ms(cand, cams))
         return out
+
+    def eval_cameras(self, scene: GaussianScene, opts: SplatPruneOptions):
+        """Held-out views of ``prunekit eval`` and ``--sweep`` (not the scoring views)."""
+        return _cameras(scene, opts, opts.eval_views, opts.seed + 1000)
 
     def write_report(self, original: GaussianScene, pruned: GaussianScene, ctx, opts: SplatPruneOptions, report,
                       folder) -> None:
@@ -171,6 +182,10 @@ class SplatFiles:
         Image.fromarray(img).save(Path(folder) / "before_after.png")
         report.metrics["report_views_psnr"] = sum(ps) / len(ps)
         report.notes.append(f"before/after image: {Path(folder) / 'before_after.png'} (left original, right pruned)")
+        if opts.sweep and "scores_budget" in ctx.info:
+            from .sweep import run_sweep
+
+            run_sweep(self, original, ctx, opts, report, Path(folder), *ctx.info["scores_budget"])
 
 
 def _compare(ref: GaussianScene, cand: GaussianScene, cams) -> tuple[list[float], list[float], list]:

@@ -4,13 +4,17 @@ For each scene: scoring views (synthesised over the sphere, seed 0) and *held-ou
 evaluation views (another synthesised set, seed 1000, different directions and distances).
 Every method x keep ratio, with and without --merge; splat-transform `--decimate` to the
 same Gaussian count; and, at the distillation keeps, `--merge --distill N` for the best
-scorer against decimate followed by the same distillation budget. PSNR/SSIM are measured
-on the evaluation views only. JSON: bench-out/quality.json; a Markdown table is printed.
+scorer (``--distill-method best``: the highest mean merged PSNR over the distillation keeps)
+against decimate followed by the same distillation budget. PSNR/SSIM are measured on the
+evaluation views only. A method may carry plugin options, ``radsplat:antialiased=false``.
+JSON: bench-out/quality_<scene>.json, written after every method (a stopped run keeps what
+it measured).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
@@ -45,18 +49,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scenes", default="donut,cow")
     ap.add_argument("--keeps", default="0.05,0.1,0.3,0.5")
-    ap.add_argument("--methods", default="random,opacity,hits,lightgaussian,radsplat,sundae")
+    ap.add_argument("--methods", default="random,opacity,hits,lightgaussian,radsplat,radsplat:antialiased=false,sundae")
     ap.add_argument("--views", type=int, default=64)
     ap.add_argument("--eval-views", type=int, default=24)
     ap.add_argument("--resolution", type=int, default=192)
     ap.add_argument("--distill", type=int, default=400)
     ap.add_argument("--distill-keeps", default="0.1,0.3")
-    ap.add_argument("--distill-method", default="radsplat")
+    ap.add_argument("--distill-method", default="best")
     args = ap.parse_args()
     st = splat_transform()
     WORK.mkdir(parents=True, exist_ok=True)
-    results = []
     for name in args.scenes.split(","):
+        results = []
         path = SCENES.get(name, Path(name))
         if not path.exists():
             print(f"skip {name}: {path} missing")
@@ -75,8 +79,7 @@ def main() -> None:
         print(f"{name}: {n} Gaussians, stats over {len(score_cams)} views in {stats_s:.1f}s", flush=True)
         masks = {}
         for m in args.methods.split(","):
-            plugin = prunekit.load(m)
-            cfg = plugin.make_config()
+            plugin, cfg = method_config(m)
             t = time.perf_counter()
             scores = plugin.get_scorer()(scene, ctx, cfg)
             score_s = time.perf_counter() - t
@@ -91,6 +94,7 @@ def main() -> None:
                     results.append(dict(scene=name, method=m, keep=k, merge=merge, distill=0, gaussians=len(out),
                                         psnr=p, ssim=s, score_s=score_s))
                     print(f"  {m:13s} keep={k:<5} merge={merge!s:5} psnr={p:6.2f} ssim={s:.3f}", flush=True)
+            save(name, args, st, results, stats_s)
         decimated = {}
         if st:
             for k in [float(x) for x in args.keeps.split(",")]:
@@ -105,11 +109,13 @@ def main() -> None:
                 print(f"  decimate      keep={k:<5} psnr={p:6.2f} ssim={s:.3f} ({len(dec)} Gaussians, {secs:.1f}s)",
                       flush=True)
         if args.distill:
-            for k in [float(x) for x in args.distill_keeps.split(",")]:
+            dkeeps = [float(x) for x in args.distill_keeps.split(",")]
+            best = args.distill_method if args.distill_method != "best" else best_method(results, dkeeps)
+            for k in dkeeps:
                 starts = {}
-                if (args.distill_method, k) in masks:
-                    sc_, b_ = masks[(args.distill_method, k)]
-                    starts[f"{args.distill_method}+merge"] = merge_progressive(scene, sc_.groups["units"], b_)
+                if (best, k) in masks:
+                    sc_, b_ = masks[(best, k)]
+                    starts[f"{best}+merge"] = merge_progressive(scene, sc_.groups["units"], b_)
                 if k in decimated:
                     starts["splat-transform-decimate"] = decimated[k]
                 for label, start in starts.items():
@@ -123,15 +129,40 @@ def main() -> None:
                           flush=True)
                     if label.endswith("merge"):
                         write_scene(out, WORK / f"{name}_{label}_distill_{k}.ply")
-        save(args, st, results)  # after every scene, so a stopped run keeps what it measured
-    save(args, st, results)
+                    save(name, args, st, results, stats_s)
+        save(name, args, st, results, stats_s)
 
 
-def save(args, st, results) -> None:
-    write_result("quality", {"args": vars(args), "scenes": {k: str(v) for k, v in SCENES.items()},
-                             "splat_transform": splat_transform_version(st) if st else None,
-                             "eval": "PSNR/SSIM vs the original scene's renders on held-out synthesised views (seed 1000)",
-                             "rows": results})
+def method_config(spec: str):
+    """``name[:key=value;...]`` -> (plugin, config); values parsed as JSON (true, 0.5), else strings."""
+    name, _, opts = spec.partition(":")
+    plugin = prunekit.load(name)
+    kw = {}
+    for item in filter(None, opts.split(";")):
+        key, _, raw = item.partition("=")
+        try:
+            kw[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            kw[key] = raw
+    return plugin, plugin.make_config(**kw)
+
+
+def best_method(results: list[dict], keeps: list[float]) -> str:
+    """The scorer with the highest mean merged PSNR over ``keeps``."""
+    means = {}
+    for m in dict.fromkeys(r["method"] for r in results if r["merge"] and not r["distill"]):
+        ps = [r["psnr"] for r in results if r["method"] == m and r["merge"] and r["keep"] in keeps]
+        if len(ps) == len(keeps):
+            means[m] = sum(ps) / len(ps)
+    return max(means, key=means.get)
+
+
+def save(scene: str, args, st, results, stats_s: float) -> None:
+    write_result(f"quality_{scene}", {
+        "args": vars(args), "scene": scene, "path": str(SCENES.get(scene, scene)),
+        "splat_transform": splat_transform_version(st) if st else None, "stats_s": stats_s,
+        "eval": "PSNR/SSIM vs the original scene's renders on held-out synthesised views (seed 1000)",
+        "rows": results})
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ from __future__ import annotations
 import inspect
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Any, Union
 
 import torch
 
@@ -66,12 +67,12 @@ _NOT_PER_GAUSSIAN = frozenset({"binoms"})
 _ALIASES = {"sh0": ("sh0", "features_dc"), "shN": ("shN", "features_rest")}
 
 
-def params_to_scene(params) -> GaussianScene:
-    """Detached :class:`GaussianScene` of gsplat/splatfacto parameters (sh0 [N,1,3] or [N,3])."""
+def params_to_scene(params, detach: bool = True) -> GaussianScene:
+    """:class:`GaussianScene` view of gsplat/splatfacto parameters (sh0 [N,1,3] or [N,3])."""
     def get(name):
         for key in _ALIASES.get(name, (name,)):
             if key in params:
-                return params[key].detach()
+                return params[key].detach() if detach else params[key]
         return None
 
     means = get("means")
@@ -85,10 +86,18 @@ def params_to_scene(params) -> GaussianScene:
                          shN=shN if shN is not None else torch.zeros(n, 0, 3, device=means.device))
 
 
-class _NoViews(SplatContext):
-    def stats(self):
-        raise ValueError(f"scorer {self.info['scorer']!r} renders blending statistics: give PruneStrategy "
-                         "cameras=[...] (the training views) or a callable returning them")
+class _NoViews(Sequence):
+    """Stands in for the camera list when none was given: any use is a clear error."""
+
+    def __init__(self, scorer: str):
+        self.scorer = scorer
+
+    def __len__(self):
+        raise ValueError(f"scorer {self.scorer!r} renders the scene: give PruneStrategy cameras=[...] "
+                         "(the training views) or a callable returning them")
+
+    def __getitem__(self, i):
+        return self.__len__()
 
 
 def _per_gaussian_state(state: dict, n: int) -> dict[str, torch.Tensor]:
@@ -171,9 +180,7 @@ class PruneStrategy(_GsplatStrategy):
         """Scores of the current Gaussians (higher = keep) from the configured scorer."""
         scene = params_to_scene(params)
         cams = self.views()
-        ctx = (SplatContext if cams else _NoViews)(scene, cams)
-        ctx.info["scorer"] = self.scorer
-        return self._score_fn(scene, ctx, self._config)
+        return self._score_fn(scene, SplatContext(scene, cams or _NoViews(self.scorer)), self._config)
 
     @torch.no_grad()
     def prune(self, params, optimizers, state: dict | None, budget: prunekit.Budget,

@@ -1,34 +1,15 @@
 """SUNDAE's image-space compensation net: identity at start, learns a gain, files, and the CLI path."""
 
-import math
-
 import pytest
 import torch
 
 import prunekit
 from prunekit import InputError, UsageError
-from prunekit_splat.cameras import synthesize_cameras
 from prunekit_splat.compensation import (CompensationNet, apply, load_compensation, save_compensation, sidecar_path,
                                          train_compensation)
 from prunekit_splat.formats import write_scene
 from prunekit_splat.metrics import psnr
-from prunekit_splat.render import render
-from prunekit_splat.scene import SH_C0, GaussianScene
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _scene(n=150, seed=0) -> GaussianScene:
-    g = torch.Generator().manual_seed(seed)
-    return GaussianScene(means=torch.rand(n, 3, generator=g) * 2 - 1, quats=torch.randn(n, 4, generator=g),
-                         scales=torch.full((n, 3), math.log(0.12)), opacities=torch.full((n,), 1.5),
-                         sh0=(torch.rand(n, 3, generator=g) - 0.5) / SH_C0, shN=torch.zeros(n, 0, 3))
+from tiny_scenes import one_thread, random_scene  # noqa: F401
 
 
 def test_untrained_net_is_the_identity_on_odd_sizes():
@@ -52,7 +33,7 @@ def test_training_learns_a_spatial_gain():
 
 
 def test_file_roundtrip_and_scene_fingerprint(tmp_path):
-    scene, other = _scene(), _scene(seed=1)
+    scene, other = random_scene(150, opacity_logit=1.5), random_scene(150, seed=1, opacity_logit=1.5)
     net = train_compensation([torch.rand(16, 16, 3)], [torch.rand(16, 16, 3)], steps=3, base_channels=4, levels=2)
     path = sidecar_path(tmp_path / "out.ply")
     assert path.name == "out.compensation.safetensors"
@@ -70,7 +51,7 @@ def test_file_roundtrip_and_scene_fingerprint(tmp_path):
 
 def test_prune_compensate_eval_and_stale_sidecar(tmp_path):
     src, out = tmp_path / "scene.ply", tmp_path / "pruned.ply"
-    write_scene(_scene(), src)
+    write_scene(random_scene(150, opacity_logit=1.5), src)
     common = dict(views=8, resolution=32, eval_views=6, progress=False)
     report, pruned = prunekit.prune_file(src, "opacity", prunekit.Budget(keep_ratio=0.3), out, compensate=60,
                                          compensation_channels=8, **common)

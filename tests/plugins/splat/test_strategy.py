@@ -24,38 +24,22 @@ from prunekit_splat import render as render_mod  # noqa: E402
 from prunekit_splat.cameras import synthesize_cameras  # noqa: E402
 from prunekit_splat.geometry import covariance  # noqa: E402
 from prunekit_splat.metrics import ssim  # noqa: E402
-from prunekit_splat.scene import SH_C0, GaussianScene  # noqa: E402
 from prunekit_splat.strategy import PruneStrategy, params_to_scene  # noqa: E402
+from tiny_scenes import one_thread, random_scene  # noqa: E402,F401
 
 RES = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _teacher(n=160, seed=0) -> GaussianScene:
-    g = torch.Generator().manual_seed(seed)
-    means = torch.rand(n, 3, generator=g) * 2 - 1
-    return GaussianScene(means=means, quats=torch.randn(n, 4, generator=g), scales=torch.full((n, 3), math.log(0.12)),
-                         opacities=torch.full((n,), 2.0), sh0=(torch.rand(n, 3, generator=g) - 0.5) / SH_C0,
-                         shN=torch.zeros(n, 0, 3))
-
-
 @pytest.fixture(scope="module")
 def views():
-    teacher = _teacher()
+    teacher = random_scene()
     cams = synthesize_cameras(teacher, n=6, width=RES, height=RES, seed=1)
     with torch.no_grad():
         images = [render_mod.render(teacher, c, backend="torch").image for c in cams]
     return teacher, cams, images
 
 
-def _student(teacher: GaussianScene, n=240, seed=2):
+def _student(teacher, n=240, seed=2):
     g = torch.Generator().manual_seed(seed)
     idx = torch.randint(len(teacher), (n,), generator=g)
     means = teacher.means[idx] + 0.05 * torch.randn(n, 3, generator=g)
@@ -82,7 +66,7 @@ def _render_with_info(params, cam):
 
     render_mod.project = project
     try:
-        res = render_mod.render(params_to_scene_grad(params), cam, backend="torch")
+        res = render_mod.render(params_to_scene(params, detach=False), cam, backend="torch")
     finally:
         render_mod.project = orig
     p = captured["proj"]
@@ -92,12 +76,6 @@ def _render_with_info(params, cam):
     info = {"means2d": captured["means2d"], "radii": radii, "gaussian_ids": None, "width": cam.width,
             "height": cam.height, "n_cameras": 1}
     return res.image, info
-
-
-def params_to_scene_grad(params) -> GaussianScene:
-    n = len(params["means"])
-    return GaussianScene(means=params["means"], quats=params["quats"], scales=params["scales"],
-                         opacities=params["opacities"], sh0=params["sh0"].reshape(n, 3), shN=params["shN"])
 
 
 def _eval_loss(params, cams, images) -> float:
@@ -186,18 +164,17 @@ def test_mcmc_strategy_prune_keeps_binoms_and_count(views, cpu_mcmc_kernels):
 def test_view_scorer_needs_cameras_and_uses_them(views):
     teacher, cams, _ = views
     params, opts = _student(teacher)
-    no_views = PruneStrategy(base=None, scorer="radsplat")
-    with pytest.raises(ValueError, match="cameras"):
-        no_views.prune(params, opts, {}, prunekit.Budget(keep_ratio=0.5))
-    s = PruneStrategy(base=None, scorer="radsplat", cameras=lambda: cams, score_resolution=24)
-    scores = s.score(params)["units"]
+    for name in ("hits", "radsplat", "lightgaussian"):
+        with pytest.raises(ValueError, match="cameras"):
+            PruneStrategy(base=None, scorer=name).prune(params, opts, {}, prunekit.Budget(keep_ratio=0.5))
+    s = PruneStrategy(base=None, scorer="hits", cameras=lambda: cams, score_resolution=24)
     expect = render_mod.accumulate_stats(params_to_scene(params), [c.scaled(24 / RES) for c in cams],
-                                         names=["max_weight"])["max_weight"]
-    assert torch.allclose(scores, expect)
-    removed = s.prune(params, opts, {}, prunekit.Budget(keep_ratio=0.5))
-    assert removed == 120 and len(params["means"]) == 120
-    kept_scores = s.score(params)["units"]
-    assert kept_scores.min() >= expect.sort(descending=True).values[119] - 1e-6
+                                         names=["hits"])["hits"].float()
+    assert torch.equal(s.score(params)["units"], expect)
+    top = torch.sort(expect, descending=True, stable=True).indices[:120].sort().values
+    means_before = params["means"].detach().clone()
+    assert s.prune(params, opts, {}, prunekit.Budget(keep_ratio=0.5)) == 120
+    assert torch.equal(params["means"], means_before[top])
 
 
 def test_prune_to_cap_for_mcmc_output(views):

@@ -1,0 +1,25 @@
+"""Small random scenes and a one-thread fixture for the training-time splat tests."""
+
+import math
+
+import pytest
+import torch
+
+from prunekit_splat.scene import SH_C0, GaussianScene
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny renders and nets: intra-op threads only add synchronisation cost on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def random_scene(n: int = 160, seed: int = 0, opacity_logit: float = 2.0, scale: float = 0.12) -> GaussianScene:
+    """``n`` isotropic Gaussians uniformly in [-1, 1]^3 with random colours (SH degree 0)."""
+    g = torch.Generator().manual_seed(seed)
+    return GaussianScene(means=torch.rand(n, 3, generator=g) * 2 - 1, quats=torch.randn(n, 4, generator=g),
+                         scales=torch.full((n, 3), math.log(scale)), opacities=torch.full((n,), opacity_logit),
+                         sh0=(torch.rand(n, 3, generator=g) - 0.5) / SH_C0, shN=torch.zeros(n, 0, 3))

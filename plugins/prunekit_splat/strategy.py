@@ -100,6 +100,12 @@ class _NoViews(Sequence):
         return self.__len__()
 
 
+def _accepted(fn, kwargs: dict) -> dict:
+    """The entries of ``kwargs`` that ``fn`` takes by name."""
+    names = inspect.signature(fn).parameters
+    return {k: v for k, v in kwargs.items() if k in names}
+
+
 def _per_gaussian_state(state: dict, n: int) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items()
             if isinstance(v, torch.Tensor) and k not in _NOT_PER_GAUSSIAN and v.dim() and v.shape[0] == n}
@@ -132,8 +138,12 @@ class PruneStrategy(_GsplatStrategy):
 
     # ------------------------------------------------------------------ gsplat surface
     def initialize_state(self, **kwargs) -> dict[str, Any]:
-        """The base's state plus ``state["prunekit"]``: a list of prune events (dicts)."""
-        state = self.base.initialize_state(**kwargs) if self.base is not None else {}
+        """The base's state plus ``state["prunekit"]``: a list of prune events (dicts).
+
+        Keyword arguments the base does not take are dropped (``DefaultStrategy`` takes
+        ``scene_scale``, ``MCMCStrategy`` nothing), so one call serves either base.
+        """
+        state = self.base.initialize_state(**_accepted(self.base.initialize_state, kwargs)) if self.base else {}
         state["prunekit"] = []
         return state
 
@@ -157,12 +167,8 @@ class PruneStrategy(_GsplatStrategy):
         rate of ``optimizers["means"]``; ``packed`` goes to bases that take it.
         """
         if self.base is not None:
-            accepted = inspect.signature(self.base.step_post_backward).parameters
-            kw = {}
-            if "packed" in accepted:
-                kw["packed"] = packed
-            if "lr" in accepted:
-                kw["lr"] = optimizers["means"].param_groups[0]["lr"] if lr is None else lr
+            lr = optimizers["means"].param_groups[0]["lr"] if lr is None else lr
+            kw = _accepted(self.base.step_post_backward, {"packed": packed, "lr": lr})
             self.base.step_post_backward(params, optimizers, state, step, info, **kw)
         if self.schedule is not None and self.schedule.is_prune_step(step):
             keep = self.schedule.step_keep(step)

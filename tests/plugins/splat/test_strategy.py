@@ -98,14 +98,14 @@ def _check_optimizer_state(params, opts, state):
             assert state[k].shape == (n,)
 
 
-def _train(strategy, views, steps, params=None, opts=None, mcmc=False, probe=()):
+def _train(strategy, views, steps, params=None, opts=None, probe=()):
     """Train ``steps`` steps; returns params, optimisers, state, per-step counts and eval losses
     (mean L1 over all views) at the start (key 0), after each ``probe`` step and at the end."""
     teacher, cams, images = views
     if params is None:
         params, opts = _student(teacher)
     strategy.check_sanity(params, opts)
-    state = strategy.initialize_state(**({} if mcmc else {"scene_scale": 1.0}))
+    state = strategy.initialize_state(scene_scale=1.0)  # MCMCStrategy takes no scene_scale: dropped
     counts = []  # (step, count before post-backward, count after)
     losses = {0: _eval_loss(params, cams, images)}
     g = torch.Generator().manual_seed(3)
@@ -151,7 +151,7 @@ def test_mcmc_strategy_prune_keeps_binoms_and_count(views, cpu_mcmc_kernels):
                         noise_lr=5e3)
     sched = prunekit.Schedule.one_shot(10, 0.4)
     s = PruneStrategy(base=base, scorer="sundae", schedule=sched, scorer_options={"max_neighbors": 8})
-    params, opts, state, counts, loss = _train(s, views, 22, mcmc=True, probe=(9, 10))
+    params, opts, state, counts, loss = _train(s, views, 22, probe=(9, 10))
     assert counts[3][2] > counts[3][1], "MCMC should grow at its refine steps before the prune"
     step, before, after = counts[9]
     assert step == 10 and after == math.floor(0.4 * before + 1e-9)

@@ -6,6 +6,8 @@ Stages (each skipped when its cache folder exists, unless --force):
   cls-backbone   ViTForImageClassification on cluttered canvases (digit class)
   cls-cropr      Cropr modules + auxiliary heads on the frozen (or jointly trained) classifier,
                  then the heads are removed and the pruned model saved (save_pretrained)
+  cls-finetune   control for joint Cropr training: the cached classifier trained for the same
+                 epochs, learning rate and canvases as a joint cls-cropr run, without pruning
   seg-backbone   ViTModel + linear patch decoder for the digit's pixel mask
   seg-cropr      Cropr modules with Last Layer Fusion (one query per patch) on the segmenter
 
@@ -37,7 +39,7 @@ from prunekit_tokens.persist import load_pretrained, save_pretrained
 from prunekit_tokens.tasks import ClassificationTask, MaskTask, ViTSegmenter
 from prunekit_tokens.training import batches, evaluate_classification, evaluate_mask, train_epoch
 
-STAGES = ("cls-backbone", "cls-cropr", "seg-backbone", "seg-cropr")
+STAGES = ("cls-backbone", "cls-cropr", "cls-finetune", "seg-backbone", "seg-cropr")
 
 
 def cosine_lr(opt, total_steps: int, warmup: int):
@@ -49,7 +51,12 @@ def cosine_lr(opt, total_steps: int, warmup: int):
 
 
 def fit(forward, params, task, reducer, mode, args, stream, target_of, label):
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    groups = [{"params": params}]
+    if mode == "joint" and args.cropr_lr:  # the Cropr modules at their own learning rate
+        own = {id(p) for p in reducer.parameters()}
+        groups = [{"params": [p for p in params if id(p) not in own]},
+                  {"params": list(reducer.parameters()), "lr": args.cropr_lr}]
+    opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = math.ceil(args.n_train / args.batch_size)
     sched = cosine_lr(opt, args.epochs * steps_per_epoch, warmup=min(100, steps_per_epoch))
     history = []
@@ -131,6 +138,25 @@ def stage_cls_cropr(args, spec: ModelSpec, out: Path):
     save_pretrained(model, reducer, out)
     write_json(out / "metrics.json", {"test_accuracy": acc, "history": hist, "spec": spec, "args": vars(args),
                                       "token_counts": reducer.token_counts})
+
+
+def stage_cls_finetune(args, spec: ModelSpec, out: Path):
+    from transformers import ViTForImageClassification
+
+    src = cache_dir() / "cls-backbone"
+    if not (src / "config.json").exists():
+        raise UsageError(f"{src}: run the cls-backbone stage first")
+    torch.manual_seed(args.seed)
+    model = ViTForImageClassification.from_pretrained(src).train()
+    fwd = lambda x: model(pixel_values=x).logits  # noqa: E731
+    # stream 2: the canvases a cls-cropr run sees
+    hist = fit(fwd, list(model.parameters()), ClassificationTask(10), None, "backbone", args, 2, lambda y, m: y,
+               "cls-finetune")
+    model.eval()
+    acc = evaluate_classification(fwd, test_data(args, False)())
+    print(f"cls-finetune test accuracy {acc:.4f}")
+    model.save_pretrained(out)
+    write_json(out / "metrics.json", {"test_accuracy": acc, "history": hist, "spec": spec, "args": vars(args)})
 
 
 def _segmenter(spec: ModelSpec, aux_grid: int = 1) -> ViTSegmenter:
@@ -215,6 +241,8 @@ def schedule_name(args) -> str:
 def stage_dir(stage: str, args) -> Path:
     if stage.endswith("cropr"):
         return cache_dir() / f"{stage}-{schedule_name(args)}-{args.mode}{args.tag}"
+    if stage == "cls-finetune":
+        return cache_dir() / f"{stage}-e{args.epochs}{args.tag}"
     return cache_dir() / stage
 
 
@@ -230,6 +258,8 @@ def main(argv=None) -> int:
     ap.add_argument("--prune-after", default="", help="blocks followed by a module, e.g. 1,2,3,4 (default: 0, 1, ...)")
     ap.add_argument("--mode", choices=("frozen", "joint"), default="frozen")
     ap.add_argument("--aux-weight", type=float, default=1.0)
+    ap.add_argument("--cropr-lr", type=float, default=0.0, help="joint mode: learning rate of the Cropr modules "
+                    "(default: --lr, like the backbone)")
     ap.add_argument("--proj", action="store_true", help="Cropr stages: learned q/k/v projections (as in the "
                     "reference classification setup) instead of identities")
     ap.add_argument("--patches-only", action="store_true", help="Cropr stages: auxiliary heads do not read the CLS token")
@@ -248,7 +278,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     spec = ModelSpec(image_size=args.image_size)
-    runners = {"cls-backbone": stage_cls_backbone, "cls-cropr": stage_cls_cropr,
+    runners = {"cls-backbone": stage_cls_backbone, "cls-cropr": stage_cls_cropr, "cls-finetune": stage_cls_finetune,
                "seg-backbone": stage_seg_backbone, "seg-cropr": stage_seg_cropr}
     epochs, lr = args.epochs, args.lr
     try:
@@ -257,13 +287,14 @@ def main(argv=None) -> int:
         except ValueError as e:
             raise UsageError(str(e)) from None
         for stage in args.stages:
+            args.epochs = epochs or {"cls-backbone": 8, "seg-backbone": 3}.get(stage, 2)
+            joint_lr = 2e-4 if args.mode == "joint" or stage == "cls-finetune" else 1e-3
+            args.lr = lr or (5e-4 if stage.endswith("backbone") else joint_lr)
             out = stage_dir(stage, args)
             resume = args.resume and stage == "cls-backbone"
             if (out / "metrics.json").exists() and not (args.force or resume):
                 print(f"{stage}: cached in {out}")
                 continue
-            args.epochs = epochs or {"cls-backbone": 8, "seg-backbone": 3}.get(stage, 2)
-            args.lr = lr or (5e-4 if stage.endswith("backbone") else 2e-4 if args.mode == "joint" else 1e-3)
             t0 = time.perf_counter()
             runners[stage](args, spec, out)
             print(f"{stage}: done in {time.perf_counter() - t0:.0f} s -> {out}")

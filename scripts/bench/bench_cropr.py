@@ -95,8 +95,9 @@ def interpolate(points, speed):
 
 
 def run_task(name, model, fwd, evaluate, cropr_dir, schedules, merge_extra, methods, llf, x_test, args, spec,
-             original=None):
-    """``original``: the backbone before joint fine-tuning (joint mode), measured as method "original"."""
+             references=None):
+    """``references``: unpruned models measured as their own methods, e.g. "original" (the backbone
+    before joint fine-tuning) and "control" (fine-tuned as long as the joint run, without pruning)."""
     model_c, red = load_pretrained(cropr_dir, model=model) if model is not None else load_pretrained(cropr_dir)
     cropr_cfg, cropr_state = red.config, red.state_dict()
     red.remove()
@@ -104,12 +105,12 @@ def run_task(name, model, fwd, evaluate, cropr_dir, schedules, merge_extra, meth
     f = fwd(model)
     n0 = 1 + spec.grid[0] * spec.grid[1]
     quality, infeasible, variants = {}, {}, {}
-    f_orig = None
-    if original is not None:
-        f_orig = fwd(original.eval())
-        quality["original@none"] = (evaluate(f_orig), [n0] * spec.num_hidden_layers)
-        variants["original@none"] = (lambda: None, lambda red: None)
-        print(f"[{name}] original: {quality['original@none'][0]}", flush=True)
+    ref_fns = {}
+    for ref, ref_model in (references or {}).items():
+        ref_fns[f"{ref}@none"] = fwd(ref_model.eval())
+        quality[f"{ref}@none"] = (evaluate(ref_fns[f"{ref}@none"]), [n0] * spec.num_hidden_layers)
+        variants[f"{ref}@none"] = (lambda: None, lambda red: None)
+        print(f"[{name}] {ref}: {quality[f'{ref}@none'][0]}", flush=True)
     for method in methods:
         todo = ["none"] if method == "unpruned" else schedules + (merge_extra if method.startswith("merge") else [])
         for sched in todo:
@@ -130,7 +131,7 @@ def run_task(name, model, fwd, evaluate, cropr_dir, schedules, merge_extra, meth
                              lambda red: red.remove() if red is not None else None)
             print(f"[{name}] {key}: {q} tokens {counts}", flush=True)
     batch = normalise(torch.as_tensor(x_test[: args.batch]))
-    fns = {k: (f_orig if k.startswith("original") else f) for k in variants}
+    fns = {k: ref_fns.get(k, f) for k in variants}
     ips_med, ips_best, raw = timed_throughput(fns, variants, batch, args.reps)
     ips = ips_best  # fastest repetition: least disturbed by other processes on a shared machine
     base = ips["unpruned@none"]
@@ -154,6 +155,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cls-cropr", default="cls-cropr-s80-24-12-8-a1-2-3-4-frozen-proj",
                     help="cache folder (under .cache/prunekit_tokens) of the trained classification Cropr stage")
     ap.add_argument("--seg-cropr", default="seg-cropr-r28-joint-proj", help="cache folder of the dense-task Cropr stage")
+    ap.add_argument("--cls-control", default="", help="cache folder of a cls-finetune stage: the unpruned control "
+                    "for a jointly trained classification Cropr stage")
     ap.add_argument("--cls-schedules", default="s40-12-6-4-a1-2-3-4,s64-20-10-6-a1-2-3-4,s80-24-12-8-a1-2-3-4,"
                     "s96-24-12-8-a1-2-3-4", help="token schedules, classification (same blocks as the trained stage)")
     ap.add_argument("--seg-schedules", default="s16-16-16-16,s32-32-32-32,s64-32-16-8,s72-40-16-8",
@@ -200,21 +203,23 @@ def main(argv=None) -> int:
         if dense:
             seg = load_segmenter(spec, cache_dir() / "seg-backbone")
             ev = lambda f: evaluate_mask(f, batches(x, m, 256, normalise=normalise), 2)  # noqa: E731
-            original = load_segmenter(spec, cache_dir() / "seg-backbone") if mode == "joint" else None
+            refs = {"original": load_segmenter(spec, cache_dir() / "seg-backbone")} if mode == "joint" else {}
             rows, meta = run_task("seg", seg, lambda mdl: mdl, ev, d, _list(args.seg_schedules),
                                   _list(args.merge_extra), [k for k in methods if k != "merge-prop"], True, x, args,
-                                  spec, original)
+                                  spec, refs)
             key, metric = f"dense/{d.name}", "mIoU (background, digit) with LLF / unmerge"
         else:
             ev = lambda f: evaluate_classification(f, batches(x, y, 256, normalise=normalise))  # noqa: E731
-            original = None
+            refs = {}
             if mode == "joint":
                 from transformers import ViTForImageClassification
 
-                original = ViTForImageClassification.from_pretrained(cache_dir() / "cls-backbone")
+                refs["original"] = ViTForImageClassification.from_pretrained(cache_dir() / "cls-backbone")
+                if args.cls_control:
+                    refs["control"] = ViTForImageClassification.from_pretrained(cache_dir() / args.cls_control)
             rows, meta = run_task("cls", None, lambda mdl: (lambda xb: mdl(pixel_values=xb).logits), ev, d,
                                   _list(args.cls_schedules), _list(args.merge_extra), methods, False, x, args, spec,
-                                  original)
+                                  refs)
             key, metric = f"classification/{d.name}", "top-1 accuracy"
         out["tasks"][key] = {"rows": rows, **meta, "metric": metric, "train_mode": mode, "run": run_info}
     out["tasks"] = {**previous_tasks(out_path, out["format"]), **out["tasks"]}
@@ -262,8 +267,10 @@ def summarise(tasks):
     for task, res in tasks.items():
         rows = res["rows"]
         base = next(r for r in rows if r["method"] == "unpruned")
-        orig = next((r for r in rows if r["method"] == "original"), None)
-        ref = orig or base  # targets are measured against the model before any Cropr training
+        # targets are measured against the best unpruned model without Cropr training: the backbone
+        # itself (frozen mode), or the better of the original and the equally fine-tuned control (joint)
+        refs = [r for r in rows if r["method"] in ("original", "control")]
+        ref = max(refs, key=lambda r: _q(r, task)) if refs else base
         bq = _q(ref, task)
         by = {}
         for r in rows:
@@ -279,6 +286,7 @@ def summarise(tasks):
                     entry[f"{b}_at_cropr_speed"] = interpolate([(x["speedup"], _q(x, task)) for x in by[b]], r["speedup"])
             comp.append(entry)
         s = {"reference": ref["method"], "reference_quality": bq, "unpruned_same_weights": _q(base, task),
+             "references": {r["method"]: _q(r, task) for r in refs},
              "unpruned_images_per_s": base["images_per_s"], "cropr_points": comp}
         if task.startswith("classification"):
             ok = [c for c in comp if bq - c["cropr"] <= 0.01]

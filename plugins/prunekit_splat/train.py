@@ -38,6 +38,7 @@ ignored (images are used as they are).
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -255,6 +256,7 @@ def train(params, optimizers, strategy, cameras: list[Camera], images: list[torc
 
     gen = torch.Generator().manual_seed(cfg.seed)
     state = strategy.initialize_state()
+    takes_lr = "lr" in inspect.signature(strategy.step_post_backward).parameters  # gsplat's MCMCStrategy
     gamma = 0.01 ** (1.0 / max(cfg.steps, 1))
     log = {"steps": [], "loss": [], "gaussians": [], "test_psnr": []}
     it = range(cfg.steps)
@@ -277,7 +279,8 @@ def train(params, optimizers, strategy, cameras: list[Camera], images: list[torc
             opt.zero_grad(set_to_none=True)
         for g in optimizers["means"].param_groups:
             g["lr"] *= gamma
-        strategy.step_post_backward(params, optimizers, state, step, info)
+        post_kw = {"lr": optimizers["means"].param_groups[0]["lr"]} if takes_lr else {}
+        strategy.step_post_backward(params, optimizers, state, step, info, **post_kw)
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             log["steps"].append(step)
             log["loss"].append(float(loss.detach()))

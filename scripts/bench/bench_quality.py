@@ -23,7 +23,7 @@ import torch
 from common import DATA, ROOT, WORK, decimate, splat_transform, splat_transform_version, write_result
 
 import prunekit
-from prunekit_splat.cameras import synthesize_cameras
+from prunekit_splat.cameras import load_cameras, synthesize_cameras
 from prunekit_splat.context import SplatContext
 from prunekit_splat.distill import distill
 from prunekit_splat.formats import read_scene, write_scene
@@ -31,6 +31,7 @@ from prunekit_splat.merge import merge_progressive
 from prunekit_splat.metrics import psnr, ssim
 from prunekit_splat.render import render
 
+CAPTURES = {"fox": (ROOT / ".cache" / "scenes" / "fox_cameras.json", ROOT / ".cache" / "scenes" / "fox_train.json")}
 SCENES = {"donut": DATA / "splats" / "donut.ply", "cow": ROOT / "scenes" / "cow.ply",
           "fox": ROOT / ".cache" / "scenes" / "fox.ply"}
 
@@ -68,8 +69,11 @@ def main() -> None:
         scene = read_scene(path)
         n = len(scene)
         res = args.resolution
-        score_cams = synthesize_cameras(scene, n=args.views, width=res, height=res, seed=0)
-        eval_cams = synthesize_cameras(scene, n=args.eval_views, width=res, height=res, seed=1000)
+        score_cams, eval_cams, views_from = capture_views(name, res)
+        if score_cams is None:
+            score_cams = synthesize_cameras(scene, n=args.views, width=res, height=res, seed=0)
+            eval_cams = synthesize_cameras(scene, n=args.eval_views, width=res, height=res, seed=1000)
+        views_from += f" ({len(score_cams)} scoring, {len(eval_cams)} evaluation views at {res} px)"
         with torch.no_grad():
             refs = [render(scene, c).image for c in eval_cams]
         ctx = SplatContext(scene, score_cams)
@@ -94,7 +98,7 @@ def main() -> None:
                     results.append(dict(scene=name, method=m, keep=k, merge=merge, distill=0, gaussians=len(out),
                                         psnr=p, ssim=s, score_s=score_s))
                     print(f"  {m:13s} keep={k:<5} merge={merge!s:5} psnr={p:6.2f} ssim={s:.3f}", flush=True)
-            save(name, args, st, results, stats_s)
+            save(name, args, st, results, stats_s, views_from)
         decimated = {}
         if st:
             for k in [float(x) for x in args.keeps.split(",")]:
@@ -129,8 +133,21 @@ def main() -> None:
                           flush=True)
                     if label.endswith("merge"):
                         write_scene(out, WORK / f"{name}_{label}_distill_{k}.ply")
-                    save(name, args, st, results, stats_s)
-        save(name, args, st, results, stats_s)
+                    save(name, args, st, results, stats_s, views_from)
+        save(name, args, st, results, stats_s, views_from)
+
+
+def capture_views(name: str, res: int):
+    """For a scene trained by scripts/train_scene.py: its capture's cameras scaled to long side
+    ``res``; the trainer's held-out frames (every 8th) evaluate, the others score and distill."""
+    cams_json, log_json = CAPTURES.get(name, (None, None))
+    if cams_json is None or not cams_json.exists() or not log_json.exists():
+        return None, None, "synthesised: sphere, seed 0 (scoring) / seed 1000 (evaluation)"
+    cams = load_cameras(cams_json)
+    cams = [c.scaled(res / max(c.width, c.height)) for c in cams]
+    test = set(json.loads(log_json.read_text())["test_frames"])
+    return ([c for i, c in enumerate(cams) if i not in test], [c for i, c in enumerate(cams) if i in test],
+            f"capture cameras {cams_json.name}: held-out frames {sorted(test)} evaluate")
 
 
 def method_config(spec: str):
@@ -157,11 +174,11 @@ def best_method(results: list[dict], keeps: list[float]) -> str:
     return max(means, key=means.get)
 
 
-def save(scene: str, args, st, results, stats_s: float) -> None:
+def save(scene: str, args, st, results, stats_s: float, views: str = "") -> None:
     write_result(f"quality_{scene}", {
         "args": vars(args), "scene": scene, "path": str(SCENES.get(scene, scene)),
         "splat_transform": splat_transform_version(st) if st else None, "stats_s": stats_s,
-        "eval": "PSNR/SSIM vs the original scene's renders on held-out synthesised views (seed 1000)",
+        "eval": "PSNR/SSIM vs the original scene's renders on held-out views", "views": views,
         "rows": results})
 
 

@@ -42,7 +42,7 @@ class LazyLPIPS(torch.nn.Module):
         self._metric: list = []  # [metric] once built, [None] once it failed
         self.error: str | None = None
 
-    def forward(self, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if not self._metric:
             try:
                 from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
@@ -55,7 +55,7 @@ class LazyLPIPS(torch.nn.Module):
         metric = self._metric[0]
         if metric is None:
             return torch.tensor(float("nan"))
-        return metric.to(preds.device)(preds, target)
+        return metric.to(a.device)(a, b)
 
 
 def train_cameras(pipeline) -> list[Camera]:

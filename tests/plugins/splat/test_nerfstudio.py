@@ -214,11 +214,45 @@ def test_camera_conversion_matches_splatfacto_viewmat(ns):
 
 
 def test_model_builds_offline_with_lazy_lpips(run):
+    import torchmetrics.image.lpip as lpip_module
+
     from prunekit_splat.nerfstudio.model import LazyLPIPS, SplatfactoPruneStrategy
 
     model = run["trainer"].pipeline.model
     assert isinstance(model.lpips, LazyLPIPS) and isinstance(model.strategy, SplatfactoPruneStrategy)
     assert not [k for k in model.state_dict() if k.startswith("lpips.")]
+    assert lpip_module.LearnedPerceptualImagePatchSimilarity is not LazyLPIPS  # patched only during setup
+
+
+def test_lazy_lpips_builds_on_first_use_or_reports_nan(monkeypatch):
+    import torchmetrics.image.lpip as lpip_module
+
+    from prunekit_splat.nerfstudio.model import LazyLPIPS
+
+    built = []
+
+    class Fake(torch.nn.Module):
+        def __init__(self, **kw):
+            super().__init__()
+            built.append(kw)
+
+        def forward(self, a, b):
+            return (a - b).abs().mean()
+
+    monkeypatch.setattr(lpip_module, "LearnedPerceptualImagePatchSimilarity", Fake)
+    lazy = LazyLPIPS(normalize=True)
+    assert built == []
+    a, b = torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 0.5)
+    assert float(lazy(a, b)) == 0.5 and float(lazy(a, b)) == 0.5 and built == [{"normalize": True}]
+
+    def offline(**kw):
+        raise OSError("no network")
+
+    monkeypatch.setattr(lpip_module, "LearnedPerceptualImagePatchSimilarity", offline)
+    lazy = LazyLPIPS(normalize=True)
+    with pytest.warns(UserWarning, match="LPIPS unavailable .*no network"):
+        assert math.isnan(float(lazy(a, b)))
+    assert math.isnan(float(lazy(a, b))) and "no network" in lazy.error
 
 
 def test_prunes_on_schedule_with_consistent_optimisers(run):
@@ -267,3 +301,38 @@ def test_ns_export_gaussian_splat_loads_the_checkpoint(run, tmp_path):
 def _prunekit(*args):
     return subprocess.run([sys.executable, "-m", "prunekit", *map(str, args)], capture_output=True, text=True,
                           env=dict(os.environ, PYTHONWARNINGS="ignore"))
+
+
+def test_sundae_ratio_prune_in_a_bare_model(ns):
+    """splatfacto-sundae's model alone (no data manager): one-shot keep 10 % at step 2, two-band rule."""
+    import copy
+
+    from nerfstudio.data.scene_box import SceneBox
+    from nerfstudio.engine.callbacks import TrainingCallbackAttributes
+    from nerfstudio.engine.callbacks import TrainingCallbackLocation as Where
+    from nerfstudio.engine.optimizers import Optimizers
+
+    method = ns.all_methods["splatfacto-sundae"]
+    cfg = copy.deepcopy(method.pipeline.model)
+    cfg.num_random, cfg.random_scale, cfg.stop_split_at, cfg.prune_steps = 200, 2.0, 0, (2,)
+    cfg.prune_scorer_options = ("band_weight=0.25",)
+    torch.manual_seed(1)
+    model = cfg.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=3)
+    optimizers = Optimizers(copy.deepcopy(method.optimizers), model.get_param_groups())
+    callbacks = model.get_training_callbacks(TrainingCallbackAttributes(optimizers, None, None, None))
+    model.info = {}
+    before = model.gauss_params["means"].detach().clone()
+    for step in (1, 2):
+        for cb in callbacks:
+            cb.run_callback_at_location(step, Where.BEFORE_TRAIN_ITERATION)
+        for cb in callbacks:
+            cb.run_callback_at_location(step, Where.AFTER_TRAIN_ITERATION)
+        assert model.num_points == (200 if step == 1 else 20)
+    plugin = prunekit.load("sundae")
+    conf = plugin.make_config(band_weight=0.25)
+    z = torch.zeros(200, 1)  # SUNDAE scores the centres only
+    probe = GaussianScene(before, z.expand(200, 4), z.expand(200, 3), z[:, 0], z.expand(200, 3), torch.zeros(200, 0, 3))
+    scores = plugin.get_scorer()(probe, None, conf)
+    keep = prunekit.select(scores, conf.budget(prunekit.Budget(keep_ratio=0.1))).only
+    torch.testing.assert_close(model.gauss_params["means"].detach(), before[keep], atol=0, rtol=0)
+    assert optimizers.optimizers["means"].param_groups[0]["params"][0] is model.gauss_params["means"]

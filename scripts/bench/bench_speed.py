@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_ply_io import best
 from common import DATA, WORK, splat_transform, splat_transform_version, tile_scene, write_result
 
 from prunekit_splat.formats import read_scene, write_scene
@@ -58,17 +59,6 @@ def timed_decimate(cmd: list[str], src: Path, dst: Path, count: int) -> dict:
     return run_child([*cmd, "-q", "-w", "-g", "cpu", str(src), "--decimate", str(count), str(dst)])[0]
 
 
-def best_of(fn, repeats: int = 3) -> tuple[float, float]:
-    """Best wall and best CPU seconds (this process, all threads) of ``fn``."""
-    walls, cpus = [], []
-    for _ in range(repeats):
-        w, c = time.perf_counter(), time.process_time()
-        fn()
-        walls.append(time.perf_counter() - w)
-        cpus.append(time.process_time() - c)
-    return min(walls), min(cpus)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,100000,1000000,2000000")
@@ -84,10 +74,10 @@ def main() -> None:
     for n in [int(s) for s in args.sizes.split(",")]:
         path = WORK / f"tile_{n}.ply"
         scene = tile_scene(base, n)
-        write_s = best_of(lambda: write_scene(scene, path), 1)
+        write_s = best(lambda: write_scene(scene, path), 1)
         del scene
         mb = path.stat().st_size / 1e6
-        read_s = best_of(lambda: read_scene(path))
+        read_s = best(lambda: read_scene(path), 3)
         row = {"gaussians": n, "file_mb": round(mb, 2), "read_s": read_s[0], "read_cpu_s": read_s[1],
                "read_mb_s": mb / read_s[0], "read_mb_per_cpu_s": mb / read_s[1],
                "write_s": write_s[0], "write_cpu_s": write_s[1], "write_mb_s": mb / write_s[0]}
@@ -95,9 +85,13 @@ def main() -> None:
             out = WORK / f"out_{m}_{n}.ply"
             r = timed_cli(["prune", str(path), "-m", m, "--keep", "0.1", "-o", str(out), "--no-progress", "--json"])
             row[f"prune_{m}"] = {**r, "peak_over_file": r["peak_rss_mb"] / mb}
+            row.update({f"prune_{m}_s": r["wall_s"], f"prune_{m}_cpu_s": r["cpu_s"],  # flat keys: README table
+                        f"prune_{m}_peak_over_file": r["peak_rss_mb"] / mb})
         if st and n <= args.decimate_max:
             try:
                 row["splat_transform_decimate"] = timed_decimate(st, path, WORK / f"dec_{n}.ply", n // 10)
+                row["splat_transform_decimate_s"] = row["splat_transform_decimate"]["wall_s"]
+                row["splat_transform_decimate_cpu_s"] = row["splat_transform_decimate"]["cpu_s"]
             except RuntimeError as e:
                 row["splat_transform_error"] = str(e)[:200]
         rows.append(row)

@@ -219,3 +219,13 @@ def split(views: Views, every: int = 8) -> tuple[Views, Views]:
     held = [i for i in range(len(views)) if i % every == every // 2]
     train = [i for i in range(len(views)) if i not in held]
     return views.subset(train), views.subset(held)
+
+
+def load_scene(scene: str, *, res: int = 48, n_views: int = 24, downscale: int = 8, box_half: float = 2.0) -> Views:
+    """``"synthetic"`` (analytic scene, ``n_views`` views of ``res``^2 px) or a path to a ``transforms.json``."""
+    if scene == "synthetic":
+        return synthetic_views(n_views, res)
+    p = Path(scene)
+    if p.is_dir():
+        p = p / "transforms.json"
+    return load_transforms(p, downscale=downscale, box_half=box_half)

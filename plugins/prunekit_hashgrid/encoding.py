@@ -131,7 +131,11 @@ class HashGrid(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows, weights = corner_rows_and_weights(x, self.scalings, self.table_size)
-        return interpolate(self.hash_table, rows, weights).flatten(1)
+        return interpolate(self.hash_table, self.storage_rows(rows), weights).flatten(1)
+
+    def storage_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Where logical table row r is stored (identity here; compacted grids remap)."""
+        return rows
 
     def num_params(self) -> int:
         return self.hash_table.numel()

@@ -84,3 +84,31 @@ class HollowField(nn.Module):
 
     def hash_params(self) -> int:
         return self.encoding.num_params()
+
+
+class CompactField(HollowField):
+    """A compacted HollowField (built by :func:`prunekit_hashgrid.compact.compact_field`).
+
+    ``saliency`` is a frozen :class:`~prunekit_hashgrid.saliency.CellMask` and ``encoding`` a
+    :class:`~prunekit_hashgrid.compact.CompactHashGrid` holding only rows reachable from kept cells. Hash
+    lookups happen only for points in kept cells; other points get sigma = 0 (and rgb = sigmoid(MLP(0))).
+    """
+
+    def forward(self, x, d, hard=True, gate=None):
+        m = self.saliency.mask[_cells(x, self.saliency.res)]
+        h = x.new_zeros(x.shape[0], self.encoding.out_dim)
+        if bool(m.any()):
+            h = h.index_put((m.nonzero().flatten(),), self.encoding(x[m]))
+        out = self.density_mlp(h)
+        sigma = torch.exp(torch.clamp(out[:, 0], max=15.0)) * m.to(x.dtype)
+        rgb = torch.sigmoid(self.color_mlp(torch.cat([out[:, 1:], d], -1)))
+        return sigma, rgb
+
+    def density(self, x, hard=True):
+        return self.forward(x, torch.zeros_like(x))[0]
+
+
+def _cells(x, res):
+    from .saliency import cell_index
+
+    return cell_index(x, res)

@@ -79,14 +79,14 @@ def render_rays(field, o: torch.Tensor, d: torch.Tensor, n_samples: int, *, pert
 
 
 def render_image(field, rays_o: torch.Tensor, rays_d: torch.Tensor, n_samples: int, *, hard: bool = True,
-                 keep=None, chunk: int = 4096) -> tuple[torch.Tensor, int]:
-    """Render all rays [H, W, 3] without gradients; returns (image [H, W, 3], samples evaluated)."""
+                 keep=None, chunk: int = 4096) -> tuple[torch.Tensor, int, int]:
+    """Render all rays [H, W, 3] without gradients: (image, field queries, samples inside the cube)."""
     H, W = rays_o.shape[:2]
     o, d = rays_o.reshape(-1, 3), rays_d.reshape(-1, 3)
-    outs, n = [], 0
+    outs, n, total = [], 0, 0
     with torch.no_grad():
         for i in range(0, o.shape[0], chunk):
             r = render_rays(field, o[i:i + chunk], d[i:i + chunk], n_samples, hard=hard, keep=keep)
             outs.append(r.rgb)
-            n += r.evaluated
-    return torch.cat(outs).view(H, W, 3), n
+            n, total = n + r.evaluated, total + r.samples
+    return torch.cat(outs).view(H, W, 3), n, total

@@ -68,6 +68,38 @@ def cell_predicate(kept: torch.Tensor, res: int):
     return lambda x: kept[cell_index(x, res)]
 
 
+class GlobalAdam(torch.optim.Optimizer):
+    """Adam with one second moment per tensor (the mean of g^2) instead of one per element.
+
+    Per-element Adam normalises every cell's gradient to about the same step, so a cell's logit moves at
+    the same speed whether the task needs it a lot or a little, and the ranking the budget should make
+    (task gradient vs. penalty gradient, cell by cell) is lost. With a shared denominator the step stays
+    proportional to each cell's net gradient: m_t = b1 m + (1-b1) g,  v_t = b2 v + (1-b2) mean(g^2),
+    step = lr * m_hat / (sqrt(v_hat) + eps), clipped to +-``max_step``.
+    """
+
+    def __init__(self, params, lr: float = 1e-2, betas=(0.9, 0.99), eps: float = 1e-30, max_step: float = 0.1):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, max_step=max_step))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st["t"], st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros((), dtype=p.dtype)
+                st["t"] += 1
+                st["m"].mul_(b1).add_(p.grad, alpha=1 - b1)
+                st["v"].mul_(b2).add_(p.grad.pow(2).mean(), alpha=1 - b2)
+                m_hat = st["m"] / (1 - b1 ** st["t"])
+                v_hat = st["v"] / (1 - b2 ** st["t"])
+                step = (group["lr"] * m_hat / (v_hat.sqrt() + group["eps"])).clamp(-group["max_step"], group["max_step"])
+                p.sub_(step)
+
+
 class SaliencyBudget:
     """Drives the kept-cell fraction to ``target`` with the core's augmented-Lagrangian enforcer.
 
@@ -97,3 +129,23 @@ class SaliencyBudget:
             self.enforcer.target = self.schedule.keep_at(step)
             self.enforcer.update(float(grid.density().detach()))
         return self.enforcer.lam
+
+
+class CellMask(nn.Module):
+    """A frozen, binary saliency grid (what compaction keeps): same interface as :class:`SaliencyGrid`."""
+
+    def __init__(self, kept: torch.Tensor, res: int):
+        super().__init__()
+        if kept.numel() != res**3:
+            raise ValueError(f"cell mask has {kept.numel()} cells, expected {res}^3 = {res**3}")
+        self.res = res
+        self.register_buffer("mask", kept.reshape(-1).to(torch.bool).clone())
+
+    def forward(self, x: torch.Tensor, hard: bool = True) -> torch.Tensor:
+        return self.mask[cell_index(x, self.res)].to(x.dtype)
+
+    def kept(self) -> torch.Tensor:
+        return self.mask
+
+    def keep_fn(self):
+        return cell_predicate(self.mask, self.res)

@@ -30,7 +30,7 @@ class TrainConfig:
     batch_rays: int = 1024
     samples: int = 48
     lr: float = 1e-2
-    saliency_lr: float = 1e-2
+    saliency_lr: float = 5e-2  # GlobalAdam (saliency.GlobalAdam) on the logits
     grid: dict = dc_field(default_factory=lambda: dict(num_levels=8, min_res=16, max_res=256, log2_hashmap_size=14,
                                                        features_per_level=2))
     hidden: int = 64
@@ -70,6 +70,19 @@ class Trained:
         return None
 
 
+def enforce_budget(saliency, target: float) -> int:
+    """Freeze-time projection onto the budget (ADMM's z-step): if more than ``target`` of the cells are kept,
+    keep only the top ones by logit (core :func:`prunekit.select`); returns the number of cells cut."""
+    from prunekit import Budget, Scores, select
+
+    kept = saliency.kept()
+    top = select(Scores.single(saliency.logits.detach()), Budget(keep_ratio=target)).only
+    cut = kept & ~top
+    with torch.no_grad():
+        saliency.logits[cut] = -1e-3  # just below the threshold: the gate reads 0
+    return int(cut.sum())
+
+
 def build_field(cfg: TrainConfig) -> HollowField:
     return HollowField(cfg.grid, cfg.saliency_res if cfg.mode == "hollow" else 0, cfg.hidden,
                        init_logit=cfg.init_logit, background=cfg.background)
@@ -77,7 +90,7 @@ def build_field(cfg: TrainConfig) -> HollowField:
 
 def train(views: Views, cfg: TrainConfig, progress=None) -> Trained:
     """Train on ``views``; ``progress(step, loss)`` is called every 50 steps if given."""
-    from .saliency import SaliencyBudget
+    from .saliency import GlobalAdam, SaliencyBudget
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -88,9 +101,8 @@ def train(views: Views, cfg: TrainConfig, progress=None) -> Trained:
               {"params": [*fld.density_mlp.parameters(), *fld.color_mlp.parameters()], "lr": cfg.lr}]
     if fld.learn_background:
         groups.append({"params": [fld.background], "lr": cfg.lr})
-    if fld.saliency is not None:
-        groups.append({"params": [fld.saliency.logits], "lr": cfg.saliency_lr})
     opt = torch.optim.Adam(groups, eps=1e-15)
+    sal_opt = GlobalAdam([fld.saliency.logits], lr=cfg.saliency_lr) if fld.saliency is not None else None
     budget = None
     if fld.saliency is not None:
         budget = SaliencyBudget(cfg.saliency_target, int(cfg.budget_start * cfg.steps), int(cfg.budget_end * cfg.steps),
@@ -110,7 +122,9 @@ def train(views: Views, cfg: TrainConfig, progress=None) -> Trained:
             occ.update(step, lambda x: fld.density(x), step_size, g)
             keep = occ.keep
         elif frozen:
-            fld.saliency.logits.requires_grad_(False)
+            if fld.saliency.logits.requires_grad:
+                fld.saliency.logits.requires_grad_(False)
+                enforce_budget(fld.saliency, cfg.saliency_target)
             keep = fld.saliency.keep_fn()
         out = render_rays(fld, ro[idx], rd[idx], cfg.samples, perturb=True, hard=True, keep=keep, generator=g)
         loss = torch.mean((out.rgb - rgb[idx]) ** 2)
@@ -118,8 +132,12 @@ def train(views: Views, cfg: TrainConfig, progress=None) -> Trained:
         if budget is not None and not frozen:
             total = total + budget.penalty(fld.saliency, step)
         opt.zero_grad(set_to_none=True)
+        if sal_opt is not None:
+            sal_opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
+        if sal_opt is not None and not frozen:
+            sal_opt.step()
         if budget is not None and not frozen:
             budget.update(fld.saliency, step)
         if step % 50 == 0 or step == cfg.steps - 1:
@@ -146,13 +164,13 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def evaluate(fld, views: Views, samples: int, keep=None) -> dict:
     """Mean PSNR over ``views``, render seconds and field queries (hard gates, no perturbation)."""
-    ps, n, t0 = [], 0, time.perf_counter()
+    ps, n, total, t0 = [], 0, 0, time.perf_counter()
     for i in range(len(views)):
-        img, k = render_image(fld, views.rays_o[i], views.rays_d[i], samples, hard=True, keep=keep)
+        img, k, m = render_image(fld, views.rays_o[i], views.rays_d[i], samples, hard=True, keep=keep)
         ps.append(psnr(img, views.images[i]))
-        n += k
+        n, total = n + k, total + m
     return {"psnr": sum(ps) / len(ps), "psnr_per_view": ps, "render_seconds": time.perf_counter() - t0,
-            "field_queries": n}
+            "field_queries": n, "samples": total}
 
 
 def config_dict(cfg: TrainConfig) -> dict:

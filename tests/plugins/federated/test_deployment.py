@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from prunekit_federated.procs import ChildWatch
+
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
@@ -56,10 +58,15 @@ results-path = "{result}"
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:  # held open together, so the n ports differ
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _wait_port(port: int, proc, timeout: float = 90.0) -> None:
@@ -75,50 +82,13 @@ def _wait_port(port: int, proc, timeout: float = 90.0) -> None:
     raise TimeoutError(f"nothing listens on port {port}")
 
 
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d.name))
-    out, todo = set(), [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            if c not in out:
-                out.add(c)
-                todo.append(c)
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie has exited
-        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
-    except OSError:
-        return False
-
-
-def _is_flower(pid: int) -> bool:
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"flower-" in cmd or b"flwr" in cmd
-
-
 @pytest.mark.skipif(not (BIN / "flower-superlink").exists(), reason="Flower CLIs not installed")
 def test_superlink_supernodes_two_rounds(tmp_path):
     home, app = tmp_path / "flwr-home", tmp_path / "app"
     home.mkdir()
     app.mkdir()
     result = tmp_path / "result.json"
-    link_port = _free_port()
+    link_port, *node_ports = _free_ports(3)
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "pktest"\n\n[superlink.pktest]\naddress = "127.0.0.1:{link_port}"\ninsecure = true\n')
     (app / "pyproject.toml").write_text(APP_TOML.format(result=result))
@@ -137,20 +107,21 @@ def test_superlink_supernodes_two_rounds(tmp_path):
         procs.append(p)
         return p
 
-    seen: set[int] = set()
+    watch = ChildWatch()  # every process started below, children of children included
     try:
+        watch.__enter__()
         link = start("superlink", ["flower-superlink", "--insecure", "--host", "127.0.0.1", "--port", str(link_port),
                                    "--disable-runtime-dependency-installation"])
         _wait_port(link_port, link)
-        for i in range(2):
-            port = _free_port()
-            node = start(f"node{i}", ["flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{link_port}",
-                                      "--port", str(port), "--node-config", f"partition-id={i} num-partitions=2"])
+        nodes = []
+        for i, port in enumerate(node_ports):  # both start at once, then both are waited for
+            nodes.append((port, start(f"node{i}", ["flower-supernode", "--insecure", "--superlink",
+                                                   f"127.0.0.1:{link_port}", "--port", str(port),
+                                                   "--node-config", f"partition-id={i} num-partitions=2"])))
+        for port, node in nodes:
             _wait_port(port, node)
         r = subprocess.run([str(BIN / "flwr"), "run", ".", "pktest", "--stream"], cwd=app, env=env,
                            capture_output=True, text=True, timeout=300)
-        for p in procs:
-            seen |= _descendants(p.pid)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         deadline = time.time() + 30
         while not result.exists() and time.time() < deadline:
@@ -162,8 +133,7 @@ def test_superlink_supernodes_two_rounds(tmp_path):
         assert summary["density"] == pytest.approx(0.1, abs=0.002)
         assert hist[1]["regrow_fraction"] > 0 and hist[1]["grown"] > 0  # server prune/grow happened
     finally:
-        for p in procs:
-            seen |= _descendants(p.pid)
+        watch.__exit__(None, None, None)
         for p in reversed(procs):
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
@@ -173,13 +143,8 @@ def test_superlink_supernodes_two_rounds(tmp_path):
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait(timeout=10)
-        deadline = time.time() + 15
-        while time.time() < deadline and any(_alive(pid) for pid in seen):
-            time.sleep(0.5)
-        for pid in seen:  # children in their own sessions (flower-superexec) if still there
-            if _alive(pid) and _is_flower(pid):  # never a recycled PID of someone else's process
-                os.kill(pid, signal.SIGKILL)
+        watch.reap(grace=15.0)  # children in their own sessions (flower-superexec, app processes)
         for log in logs:
             log.close()
     assert not any(p.poll() is None for p in procs)
-    assert not [pid for pid in seen if _alive(pid)]
+    assert len(watch.seen) >= 3 and watch.left() == []

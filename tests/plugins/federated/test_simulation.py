@@ -11,14 +11,26 @@ pytest.importorskip("ray")
 
 @pytest.fixture(scope="module")
 def sim():
+    from prunekit_federated.procs import ChildWatch
     from prunekit_federated.simulation import simulate
 
-    runs = [(m, tiny_cfg(m, clients=4, rounds=2, min_clients=4)) for m in ("fedavg", "fedtiny", "fedmef", "hidenseek")]
+    # generous round timeout: Ray workers import torch on first use, slowly on a loaded machine
+    runs = [(m, tiny_cfg(m, clients=4, rounds=2, min_clients=4, timeout=600.0))
+            for m in ("fedavg", "fedtiny", "fedmef", "hidenseek")]
     # partition 1 sends NaN in round 1; partition 2 dies mid-round in round 2 (every method)
-    return simulate("fedavg", runs=runs, faults={1: "nan@1", 2: "crash@2"}, num_cpus=2)
+    with ChildWatch() as watch:  # a second, independent record of what the run started
+        out = simulate("fedavg", runs=runs, faults={1: "nan@1", 2: "crash@2"}, num_cpus=2)
+    return out, watch
+
+
+def test_no_ray_process_left_behind(sim):
+    _, watch = sim
+    assert len(watch.seen) >= 3  # gcs_server, raylet, workers were seen while it ran
+    assert watch.left() == []  # all gone when simulate() returned
 
 
 def test_every_method_ran_in_the_simulation_engine(sim):
+    sim, _ = sim
     assert sorted(sim) == ["0:fedavg", "1:fedtiny", "2:fedmef", "3:hidenseek"]
     for key, s in sim.items():
         rounds = [h["round"] for h in s["history"]]
@@ -28,6 +40,7 @@ def test_every_method_ran_in_the_simulation_engine(sim):
 
 
 def test_faults_handled_by_the_real_runtime(sim):
+    sim, _ = sim
     for key, s in sim.items():
         h1, h2 = s["history"][1], s["history"][2]
         assert h1["accepted"] == 3 and len(h1["rejected"]) == 1, key
@@ -39,6 +52,7 @@ def test_faults_handled_by_the_real_runtime(sim):
 
 
 def test_bytes_counted_per_round(sim):
+    sim, _ = sim
     dense = sim["0:fedavg"]["history"][1]
     for key in ("1:fedtiny", "2:fedmef", "3:hidenseek"):
         h = sim[key]["history"][2]

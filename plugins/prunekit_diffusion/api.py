@@ -41,6 +41,20 @@ def num_classes(model: torch.nn.Module) -> int | None:
     return None
 
 
+def null_class(model: torch.nn.Module) -> int | None:
+    """The label of the unconditional ("null") class used for classifier-free guidance, if the model has one.
+
+    diffusers' ``LabelEmbedding`` (DiT) keeps an extra row for dropped labels (index = number of
+    classes); ``UNet2DModel``'s plain class embedding has none.
+    """
+    k = num_classes(model)
+    for m in model.modules():
+        table = getattr(m, "embedding_table", None)
+        if type(m).__name__ == "LabelEmbedding" and isinstance(table, torch.nn.Embedding) and table.num_embeddings == k + 1:
+            return k
+    return None
+
+
 def find_denoiser(pipe: Any) -> tuple[str, torch.nn.Module]:
     comps = getattr(pipe, "components", {})
     for name in DENOISER_COMPONENTS:
@@ -63,7 +77,7 @@ def make_calibration(model: torch.nn.Module, calib: Any = None, *, pipe: Any = N
     """A :class:`Calibration` from ``calib``: None, a Calibration, class labels, or prompts.
 
     - class-conditional denoisers: labels cycle through ``calib`` (default: every class);
-      classifier-free guidance uses the null class ``num_classes`` (DiT convention).
+      classifier-free guidance uses the null class of :func:`null_class` (DiT's label-dropout row).
     - text-conditioned UNets: ``calib`` is a list of prompts, encoded by ``pipe``.
     - unconditional denoisers: ``calib`` must be None.
     """
@@ -81,7 +95,13 @@ def make_calibration(model: torch.nn.Module, calib: Any = None, *, pipe: Any = N
         if not labels or min(labels) < 0 or max(labels) >= k:
             raise UsageError(f"class labels must be in 0..{k - 1}, got {labels}")
         y = torch.tensor([labels[i % len(labels)] for i in range(n)], dtype=torch.long)
-        unc = {"class_labels": torch.full_like(y, k)} if guidance_scale != 1.0 else None
+        unc = None
+        if guidance_scale != 1.0:
+            null = null_class(model)
+            if null is None:
+                raise UsageError(f"guidance scale {guidance_scale:g} needs an unconditional (null) class label; "
+                                 f"{type(model).__name__} has none (use guidance scale 1)")
+            unc = {"class_labels": torch.full_like(y, null)}
         return Calibration(n=n, steps=steps, seed=seed, batch_size=batch_size, guidance_scale=guidance_scale,
                            cond={"class_labels": y}, uncond=unc)
     if type(model).__name__ == "UNet2DConditionModel" or model.config.get("cross_attention_dim"):

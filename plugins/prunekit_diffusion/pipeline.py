@@ -53,6 +53,10 @@ class ClassConditionalPipeline(DiffusionPipeline):
         uncond = None
         if guidance_scale != 1.0:
             if null_class is None:
+                from .api import null_class as model_null_class
+
+                null_class = model_null_class(self.denoiser)
+            if null_class is None:
                 raise ValueError("guidance_scale != 1 needs null_class (the label of the unconditional class)")
             uncond = {"class_labels": torch.full_like(labels, null_class)}
         calib = Calibration(n=n, steps=num_inference_steps, seed=seed, batch_size=batch_size,

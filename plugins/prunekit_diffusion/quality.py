@@ -36,13 +36,23 @@ def read_idx(path: str | Path) -> np.ndarray:
     return arr.reshape(dims)
 
 
-def load_mnist(folder: str | Path, pad_to: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """MNIST test set as images in ``[-1, 1]`` of shape ``(N, 1, pad_to, pad_to)`` (black padding) and labels."""
+def load_mnist(folder: str | Path, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST test set as images in ``[-1, 1]`` of shape ``(N, 1, size, size)`` and labels.
+
+    ``size >= 28``: the 28x28 digits padded with black; ``14 <= size < 28``: 2x2 average-pooled
+    to 14x14 first, then padded (16 gives the 16x16 images the benchmark models use).
+    """
     folder = Path(folder)
     x = torch.from_numpy(read_idx(folder / "t10k-images-idx3-ubyte.gz").copy()).float() / 127.5 - 1.0
     y = torch.from_numpy(read_idx(folder / "t10k-labels-idx1-ubyte.gz").copy()).long()
-    p = (pad_to - 28) // 2
-    x = torch.nn.functional.pad(x[:, None], (p, pad_to - 28 - p, p, pad_to - 28 - p), value=-1.0)
+    x = x[:, None]
+    if size < 28:
+        if size < 14:
+            raise ValueError(f"MNIST size must be >= 14, got {size}")
+        x = torch.nn.functional.avg_pool2d(x, 2)
+    side = x.shape[-1]
+    p = (size - side) // 2
+    x = torch.nn.functional.pad(x, (p, size - side - p, p, size - side - p), value=-1.0)
     return x, y
 
 

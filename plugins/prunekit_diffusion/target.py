@@ -139,6 +139,8 @@ class DiffusersTarget:
 
     def _calibration(self, obj: DiffusersBundle, o: DiffusionOptions) -> Calibration:
         calib: Any = None
+        if o.classes and o.calib:
+            raise UsageError("give --classes (class-conditional models) or --calib (prompts), not both")
         if o.classes:
             try:
                 calib = [int(c) for c in o.classes.split(",") if c.strip()]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """LD-Pruner benchmark on real MNIST-trained diffusers denoisers (UNet2DModel and DiT).
 
-Needs the cached models of ``scripts/train_mnist_diffusion.py`` (out/mnist/). For each
+Needs the cached models of ``scripts/train_mnist_diffusion.py`` (out/mnist16/). For each
 denoiser, in one run on one machine:
 
 - LD-Pruner (``prune_denoiser``) and the random-operator baseline (several seeds) under
@@ -170,7 +170,7 @@ def bench_model(kind: str, a, clf, real_feats, train_x, train_y) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="unet,dit", help="comma-separated: unet, dit")
-    ap.add_argument("--models-dir", type=Path, default=ROOT / "out" / "mnist")
+    ap.add_argument("--models-dir", type=Path, default=ROOT / "out" / "mnist16")
     ap.add_argument("--keep", type=float, default=0.65, help="fraction of the denoiser's MACs to keep")
     ap.add_argument("--random-seeds", type=int, default=3)
     ap.add_argument("--calib-n", type=int, default=20)

@@ -100,6 +100,8 @@ def test_info_and_eval(saved, tmp_path):
     (["--keep", "0.7", "--classes", "12"], 2, "class labels must be in 0..9"),
     (["--keep", "0.7", "--calib-n", "1"], 2, "at least 2"),
     (["--keep", "0.7", "--budget-over", "flops"], 2, "--budget-over"),
+    (["--keep", "0.7", "--guidance-scale", "3"], 2, "null"),  # UNet2DModel has no unconditional class
+    (["--keep", "0.7", "--classes", "1", "--calib", "p.txt"], 2, "not both"),
 ])
 def test_usage_errors(saved, tmp_path, extra, code, msg):
     r = cli("prune", saved / "unet", "-m", "ld-pruner", "-o", tmp_path / "o", "--steps", "1", "--no-progress", *extra)

@@ -42,7 +42,12 @@ def test_read_idx_roundtrip(tmp_path):
 def test_real_mnist_loads():
     from prunekit_diffusion.quality import load_mnist
 
-    x, y = load_mnist(MNIST)
+    x, y = load_mnist(MNIST, size=32)
     assert x.shape == (10000, 1, 32, 32) and y.shape == (10000,)
     assert float(x.min()) == -1.0 and float(x.max()) == 1.0
+    small, _ = load_mnist(MNIST, size=16)
+    assert small.shape == (10000, 1, 16, 16)
+    # 2x2 average pooling of the padded 28x28 digits, black border of one pixel
+    assert torch.allclose(small[:, :, 1:15, 1:15], torch.nn.functional.avg_pool2d(x[:, :, 2:30, 2:30], 2))
+    assert float(small[:, :, 0].max()) == -1.0
     assert sorted(torch.unique(y).tolist()) == list(range(10))

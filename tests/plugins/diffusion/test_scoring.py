@@ -100,3 +100,15 @@ def test_random_baseline_is_seeded(unet, scheduler):
     assert a.mask == b.mask
     assert torch.equal(a.scores["operators"], b.scores["operators"])
     assert not torch.equal(a.scores["operators"], c.scores["operators"])
+
+
+def test_guidance_uses_the_null_class_only_where_one_exists(unet, dit):
+    from prunekit.errors import UsageError
+    from prunekit_diffusion.api import make_calibration, null_class
+
+    assert null_class(dit) == 10  # DiT's label table has a dropout row
+    assert null_class(unet) is None  # UNet2DModel's class embedding has none
+    calib = make_calibration(dit, [3], n=2, steps=1, guidance_scale=2.0)
+    assert calib.uncond["class_labels"].tolist() == [10, 10] and calib.cond["class_labels"].tolist() == [3, 3]
+    with pytest.raises(UsageError, match="null"):
+        make_calibration(unet, [3], n=2, steps=1, guidance_scale=2.0)

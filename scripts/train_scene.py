@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-every", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--minutes", type=float, default=None, help="stop training after this wall time")
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)
 
@@ -128,8 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     params = init_params(pts, colors, sh_degree=args.sh_degree)
     scene_scale = float(torch.stack([c.position for c in tr_c]).std(0).norm()) * 1.1
     optimizers = make_optimizers(params, scene_scale)
-    strategy = MCMCStrategy(cap_max=args.cap_max, refine_stop_iter=int(0.8 * args.steps), seed=args.seed)
-    cfg = TrainConfig(steps=args.steps, sh_degree=args.sh_degree, seed=args.seed)
+    strategy = MCMCStrategy(cap_max=args.cap_max, refine_start_iter=min(200, args.steps // 10),
+                            refine_every=max(10, min(50, args.steps // 40)), refine_stop_iter=int(0.8 * args.steps),
+                            seed=args.seed)
+    cfg = TrainConfig(steps=args.steps, sh_degree=args.sh_degree, seed=args.seed,
+                      time_budget_s=None if args.minutes is None else 60 * args.minutes)
     print(f"{name}: {len(tr_c)} training / {len(te_c)} held-out frames at {tr_c[0].width}x{tr_c[0].height}, "
           f"{len(pts)} initial points, cap {args.cap_max}", flush=True)
     log = train(params, optimizers, strategy, tr_c, tr_i, cfg, progress=True, test=(te_c, te_i))
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     write_scene(scene, ply)
     write_cameras_json(cams, args.out / f"{name}_cameras.json")
     summary = {"data": str(transforms), "frames": len(cams), "train_frames": len(tr_c), "test_frames": test_idx,
-               "resolution": [tr_c[0].width, tr_c[0].height], "steps": args.steps, "gaussians": len(scene),
+               "resolution": [tr_c[0].width, tr_c[0].height], "steps": args.steps, "steps_done": log["steps_done"], "gaussians": len(scene),
                "init_points": args.init_points, "cap_max": args.cap_max, "sh_degree": args.sh_degree,
                "test_psnr_mean": sum(log["test_psnr"]) / len(log["test_psnr"]), "test_psnr": log["test_psnr"],
                "train_psnr_first8_mean": sum(train_psnr) / len(train_psnr), "train_seconds": log["seconds"],

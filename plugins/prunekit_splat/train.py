@@ -65,6 +65,7 @@ class TrainConfig:
     scale_reg: float = 0.01
     seed: int = 0
     log_every: int = 100
+    time_budget_s: float | None = None  # stop early (after the step that crosses it) on a busy machine
     lrs: dict[str, float] = field(default_factory=lambda: dict(LEARNING_RATES))
 
 
@@ -281,12 +282,16 @@ def train(params, optimizers, strategy, cameras: list[Camera], images: list[torc
             g["lr"] *= gamma
         post_kw = {"lr": optimizers["means"].param_groups[0]["lr"]} if takes_lr else {}
         strategy.step_post_backward(params, optimizers, state, step, info, **post_kw)
-        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+        over = cfg.time_budget_s is not None and time.perf_counter() - t0 > cfg.time_budget_s
+        if step % cfg.log_every == 0 or step == cfg.steps - 1 or over:
             log["steps"].append(step)
             log["loss"].append(float(loss.detach()))
             log["gaussians"].append(len(params["means"]))
             if progress:
                 it.set_postfix(loss=f"{float(loss.detach()):.4f}", n=len(params["means"]))
+        if over:
+            break
+    log["steps_done"] = step + 1 if cfg.steps else 0
     log["seconds"] = time.perf_counter() - t0
     log["strategy_state"] = {k: v for k, v in state.items() if isinstance(v, (int, float))}
     if test is not None:

@@ -98,7 +98,7 @@ def main() -> None:
                     results.append(dict(scene=name, method=m, keep=k, merge=merge, distill=0, gaussians=len(out),
                                         psnr=p, ssim=s, score_s=score_s))
                     print(f"  {m:13s} keep={k:<5} merge={merge!s:5} psnr={p:6.2f} ssim={s:.3f}", flush=True)
-            save(name, args, st, results, stats_s, views_from)
+            save(name, args, st, results, stats_s, views_from, n)
         decimated = {}
         if st:
             for k in [float(x) for x in args.keeps.split(",")]:
@@ -133,8 +133,8 @@ def main() -> None:
                           flush=True)
                     if label.endswith("merge"):
                         write_scene(out, WORK / f"{name}_{label}_distill_{k}.ply")
-                    save(name, args, st, results, stats_s, views_from)
-        save(name, args, st, results, stats_s, views_from)
+                    save(name, args, st, results, stats_s, views_from, n)
+        save(name, args, st, results, stats_s, views_from, n)
 
 
 def capture_views(name: str, res: int):
@@ -174,9 +174,9 @@ def best_method(results: list[dict], keeps: list[float]) -> str:
     return max(means, key=means.get)
 
 
-def save(scene: str, args, st, results, stats_s: float, views: str = "") -> None:
+def save(scene: str, args, st, results, stats_s: float, views: str = "", n: int = 0) -> None:
     write_result(f"quality_{scene}", {
-        "args": vars(args), "scene": scene, "path": str(SCENES.get(scene, scene)),
+        "args": vars(args), "scene": scene, "path": str(SCENES.get(scene, scene)), "gaussians": n,
         "splat_transform": splat_transform_version(st) if st else None, "stats_s": stats_s,
         "eval": "PSNR/SSIM vs the original scene's renders on held-out views", "views": views,
         "rows": results})

@@ -112,3 +112,11 @@ def test_train_fits_a_target_and_calls_the_strategy():
     assert [c[0] for c in strat.calls[:2]] == ["pre", "post"] and len(strat.calls) == 120
     assert strat.calls[0][2] == 24 and strat.calls[0][3]
     assert log["test_psnr"][0] > 15
+
+
+def test_time_budget_stops_early():
+    params = small_params(20)
+    cam = Camera(torch.eye(4), torch.tensor([[16.0, 0, 8], [0, 16.0, 8], [0, 0, 1]]), 16, 16, "c")
+    log = train(params, make_optimizers(params, 1.0), CountingStrategy(), [cam], [torch.zeros(16, 16, 3)],
+                TrainConfig(steps=50, time_budget_s=0.0))
+    assert log["steps_done"] == 1 and log["steps"] == [0]

@@ -29,22 +29,34 @@ from prunekit_splat.formats import read_scene, write_scene
 TARGETS = {"read_mb_s": 500.0, "prune_sundae_s": 5.0, "peak_over_file": 3.0}
 
 
+# Peak RSS must be the measured program's own: Linux carries ru_maxrss across exec, and a child
+# spawned from this (large) benchmark process would report our peak. So a small launcher forks
+# a fresh process (whose maxrss starts at zero), execs the command there and reports its rusage.
+_LAUNCH = """import json, os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, ru = os.wait4(pid, 0)
+sys.stderr.write("\\nRUSAGE " + json.dumps([ru.ru_utime + ru.ru_stime, ru.ru_maxrss]) + "\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_child(cmd: list[str]) -> tuple[dict, bytes]:
-    """Run ``cmd``; wall s, the child's CPU s (user+sys, all threads) and peak RSS MB from
-    wait4, the 1-minute load average before/after; and its stdout. Raises on failure."""
+    """Run ``cmd``; wall s, its CPU s (user+sys, all threads), its peak RSS MB, the 1-minute
+    load average before/after; and its stdout. Raises on failure."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         load = os.getloadavg()[0]
         t = time.perf_counter()
-        p = subprocess.Popen(cmd, stdout=out, stderr=err)
-        _, status, usage = os.wait4(p.pid, 0)
+        p = subprocess.run([sys.executable, "-c", _LAUNCH, *cmd], stdout=out, stderr=err)
         wall = time.perf_counter() - t
-        p.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
         out.seek(0)
         err.seek(0)
+        text = err.read().decode(errors="replace")
         if p.returncode != 0:
-            raise RuntimeError(f"{Path(cmd[0]).name} failed: {err.read().decode(errors='replace')[-300:]}")
-        stats = {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024.0,
-                 "load_1m": [load, os.getloadavg()[0]]}
+            raise RuntimeError(f"{Path(cmd[0]).name} failed: {text[-300:]}")
+        cpu, maxrss_kb = json.loads(text.rsplit("RUSAGE ", 1)[1])
+        stats = {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": maxrss_kb / 1024.0, "load_1m": [load, os.getloadavg()[0]]}
         return stats, out.read()
 
 

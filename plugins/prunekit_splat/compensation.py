@@ -143,7 +143,7 @@ def _fit(net, renders, targets, steps, lr, batch, crop, seed, it) -> None:
         loss.backward()
         opt.step()
         if hasattr(it, "set_postfix"):
-            it.set_postfix(loss=f"{float(loss):.4f}")
+            it.set_postfix(loss=f"{loss.detach().item():.4f}")
 
 
 def fit_to_teacher(pruned, teacher, cameras, steps: int, progress: bool = False, **kwargs) -> CompensationNet:

@@ -13,6 +13,7 @@ Methods (each a ``prunekit.plugins`` entry; masks and scores through the core):
 Modules: :mod:`.client_app` / :mod:`.server_app` (the Flower apps, ``app`` objects for
 ``flwr run``), :mod:`.strategy` (aggregation, validation, byte accounting),
 :mod:`.transport` (sparse records), :mod:`.masks`, :mod:`.synflow`, :mod:`.sap`,
-:mod:`.training`, :mod:`.data`, :mod:`.models`, :mod:`.simulation`, :mod:`.cli`.
+:mod:`.training`, :mod:`.data`, :mod:`.models`, :mod:`.simulation`, :mod:`.procs`
+(no process left behind), :mod:`.cli`.
 This file imports nothing heavy.
 """

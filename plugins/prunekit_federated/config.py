@@ -150,9 +150,7 @@ class HideNseekConfig(FedConfig):
     synflow_iters: int = option(100, "SynFlow pruning iterations at initialisation (paper: 100)")
     score_lr: float = option(1.0, "client learning rate of the sign scores")
     score_init: float = option(0.02, "initial |score| of every kept weight (sign starts at +1)")
-    score_memory: Literal["keep", "agree", "reset"] = option(
-        "keep", "what a node keeps of its scores under the new global signs: its |s|, its |s| where its sign won "
-                "the vote, or nothing")
+    local_epochs: int = option(3, "local epochs per round (HideNseek learns signs only: 3 converge faster than 1)")
 
     def __post_init__(self) -> None:
         super().__post_init__()

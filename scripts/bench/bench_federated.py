@@ -59,8 +59,11 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="METHOD:KEY=VALUE",
                    help="per-method config override (repeatable), e.g. hidenseek:local_epochs=3")
+    p.add_argument("--tag", default="", help="suffix of the run keys (method@sparsity/TAG) for variant runs")
     p.add_argument("--update", action="store_true",
                    help="add/replace runs in an existing --out JSON (its shared inputs must match)")
+    p.add_argument("--merge", action="append", default=[], metavar="JSON",
+                   help="with --update: also take the runs of another output of this script (same shared inputs)")
     p.add_argument("--out", default=str(ROOT / "bench-out" / "federated.json"))
     return p.parse_args(argv)
 
@@ -70,7 +73,7 @@ SHARED = ("clients", "rounds", "dataset", "alpha", "local_epochs", "client_sampl
 
 def overrides(a, method: str) -> dict:
     """``--set METHOD:KEY=VALUE`` entries for ``method`` (values typed by the config field)."""
-    from prunekit_federated.config import CONFIGS
+    from prunekit_federated.config import CONFIGS, _coerce
 
     fields = {f.name: f for f in dataclasses.fields(CONFIGS[method])}
     out = {}
@@ -81,8 +84,7 @@ def overrides(a, method: str) -> dict:
             continue
         if k not in fields:
             raise SystemExit(f"--set {item}: {method} has no option {k!r}")
-        default = fields[k].default
-        out[k] = type(default)(v) if not isinstance(default, str) else v
+        out[k] = _coerce(v, fields[k].default)
     return out
 
 
@@ -141,7 +143,7 @@ def targets(runs: dict) -> dict:
             "download_reduction_x": dense["mean_down_bytes_per_client_round"] / r["mean_down_bytes_per_client_round"],
             "activation_ratio_vs_dense": r["client_activation_bytes"] / dense["client_activation_bytes"],
         }
-        if key.endswith("@0.9"):
+        if key.split("/")[0].endswith("@0.9"):
             out[key]["within_2_points"] = out[key]["accuracy_gap_points"] <= 2.0
             out[key]["upload_5x"] = out[key]["upload_reduction_x"] >= 5.0
     for s in ("0.8", "0.9"):
@@ -192,15 +194,21 @@ def activation_breakdown(a) -> dict:
     return out
 
 
+def save(path: str, payload: dict) -> None:
+    from prunekit.fileio import atomic_write_text
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(payload, indent=1, default=float) + "\n")
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     sys.path.insert(0, str(ROOT / "plugins"))
-    from prunekit.fileio import atomic_write_text
     from prunekit.report import machine_info
     from prunekit_federated.simulation import simulate
 
     plan = []
-    for m in a.methods.split(","):
+    for m in filter(None, a.methods.split(",")):
         for s in ([0.0] if m == "fedavg" else [float(x) for x in a.sparsities.split(",")]):
             plan.append((m, s))
     inputs = {**vars(a), "ray_cpus": a.cpus}
@@ -214,13 +222,22 @@ def main(argv=None) -> int:
         for k in ("runs", "configs", "run_dates"):
             payload[k] = old.get(k, {})
         payload["inputs"] = {**old["inputs"], "methods": ",".join(sorted({*old["inputs"]["methods"].split(","),
-                                                                           *a.methods.split(",")}))}
+                                                                           *filter(None, a.methods.split(","))}))}
         payload["inputs"]["set"] = sorted(set(old["inputs"].get("set", [])) | set(a.set))
         payload["activation_breakdown"] = old.get("activation_breakdown")
+        for path in a.merge:
+            other = json.loads(Path(path).read_text())
+            diff = {k: (other["inputs"].get(k), inputs[k]) for k in SHARED if other["inputs"].get(k) != inputs[k]}
+            if diff:
+                raise SystemExit(f"--merge: {path} was made with other shared inputs: {diff}")
+            for k in ("runs", "configs", "run_dates"):
+                payload[k].update(other.get(k, {}))
+            payload["inputs"]["set"] = sorted(set(payload["inputs"]["set"]) | set(other["inputs"].get("set", [])))
+        payload["targets"] = targets(payload["runs"])
     if not payload.get("activation_breakdown"):
         payload["activation_breakdown"] = activation_breakdown(a)
-    for m, s in plan:
-        key = f"{m}@{s:g}"
+    for m, s in (plan if a.methods else []):
+        key = f"{m}@{s:g}" + (f"/{a.tag}" if a.tag and m != "fedavg" else "")
         cfg = make_cfg(m, s, a)
         t0 = time.perf_counter()
         summary = simulate(m, cfg, num_cpus=a.cpus)
@@ -228,11 +245,11 @@ def main(argv=None) -> int:
         payload["configs"][key] = cfg.to_record()
         payload["run_dates"][key] = time.strftime("%Y-%m-%d %H:%M:%S")
         payload["targets"] = targets(payload["runs"])
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(a.out, json.dumps(payload, indent=1, default=float) + "\n")
+        save(a.out, payload)
         r = payload["runs"][key]
         print(f"{key:16s} final acc {r['final_accuracy']:.4f}  up/client/round {r['mean_up_bytes_per_client_round']:>10,.0f} B  "
               f"act {r['client_activation_bytes']:>10,.0f} B  {time.perf_counter() - t0:.0f} s", flush=True)
+    save(a.out, payload)
     print(json.dumps(payload["targets"], indent=1))
     return 0
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import LocalGrid, tiny_cfg
+from .conftest import LocalGrid, tiny_cfg
 from prunekit_federated.client_app import make_client_app
 from prunekit_federated.server_app import build_strategy, run_method
 

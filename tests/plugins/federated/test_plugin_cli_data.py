@@ -148,3 +148,13 @@ def test_cli_passes_settings_to_the_simulation(monkeypatch):
 def test_python_m_entry():
     r = subprocess.run([sys.executable, "-m", "prunekit_federated", "run", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--sparsity" in r.stdout
+
+
+def test_core_cli_mounts_fed_group():
+    """`prunekit fed run ...` through the core CLI (plugin-declared sub-command)."""
+    r = subprocess.run([sys.executable, "-m", "prunekit", "fed", "run", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--sparsity" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([sys.executable, "-m", "prunekit", "fed", "run", "bogus"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["prunekit: error: unknown method 'bogus' (choose from fedavg, fedtiny, "
+                                             "fedmef, hidenseek)"]

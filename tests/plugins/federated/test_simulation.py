@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from conftest import tiny_cfg
+from .conftest import tiny_cfg
 
 pytest.importorskip("ray")
 

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from conftest import class_calib, text_calib
+from .conftest import class_calib, text_calib
 
 
 def _ops(model, calib):

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from conftest import make_dit, make_sd_pipeline, make_unet
+from .conftest import make_dit, make_sd_pipeline, make_unet
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import class_calib, text_calib
+from .conftest import class_calib, text_calib
 
 
 def _by_name(ops):

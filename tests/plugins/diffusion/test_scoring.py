@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import class_calib
+from .conftest import class_calib
 
 
 def test_latent_distance_formula():

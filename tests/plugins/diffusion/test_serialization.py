@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import class_calib, make_unet, text_calib
+from .conftest import class_calib, make_unet, text_calib
 
 
 def _out(model, calib):

@@ -14,7 +14,7 @@ import torch
 from prunekit.errors import InputError, UsageError
 from prunekit_splat.formats import SUFFIXES, WRITE_SUFFIXES, read_scene, write_scene
 from prunekit_splat.scene import SH_C0, GaussianScene
-from splat_ply_builder import inria_columns, make_ply
+from .splat_ply_builder import inria_columns, make_ply
 
 DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "splats"
 K_OF = {0: 0, 1: 3, 2: 8, 3: 15}

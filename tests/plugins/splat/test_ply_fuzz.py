@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from prunekit.errors import InputError
 from prunekit_splat.formats import read_scene
 from prunekit_splat.scene import GaussianScene
-from splat_ply_builder import inria_columns, make_ply
+from .splat_ply_builder import inria_columns, make_ply
 
 TOKENS = ["ply", "format", "ascii", "binary_little_endian", "binary_big_endian", "1.0", "element", "vertex",
           "face", "chunk", "property", "list", "uchar", "int", "float", "double", "short", "half", "x", "opacity",

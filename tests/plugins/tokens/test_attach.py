@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import tiny_config
+from .conftest import tiny_config
 
 from prunekit.errors import UsageError
 from prunekit_tokens.attach import attach_cropr, expected_token_counts

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_config
+from .conftest import tiny_config
 
 from prunekit.errors import InputError, UsageError
 from prunekit_tokens.attach import attach_cropr

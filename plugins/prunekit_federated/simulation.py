@@ -1,9 +1,9 @@
 """Run a method in Flower's simulation engine (``flwr.simulation.run_simulation``, Ray).
 
 Sets Flower/Ray quiet-offline variables (no telemetry, no update check, no Ray usage
-stats) unless already set. Returns the ServerApp's run summary. Every process the run
-started (Ray's gcs_server, raylet and workers) is gone when it returns
-(:class:`~.procs.ChildWatch`).
+stats; Ray workers at the caller's priority) unless already set. Returns the
+ServerApp's run summary. Every process the run started (Ray's gcs_server, raylet and
+workers) is gone when it returns (:class:`~.procs.ChildWatch`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from .config import FedConfig, config_for
 from .procs import ChildWatch
 
 QUIET_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1", "RAY_USAGE_STATS_ENABLED": "0",
-             "RAY_DEDUP_LOGS": "0"}
+             "RAY_DEDUP_LOGS": "0",
+             # Ray starts workers 15 nice levels below the caller; the clients *are* the work here
+             "RAY_worker_niceness": "0"}
 
 
 def quiet_env() -> None:

@@ -221,6 +221,8 @@ def main(argv=None) -> int:
             raise SystemExit(f"--update: {a.out} was made with other shared inputs: {diff}")
         for k in ("runs", "configs", "run_dates"):
             payload[k] = old.get(k, {})
+        for key in payload["runs"]:  # provenance of runs from a file without per-run dates
+            payload["run_dates"].setdefault(key, f"{old.get('date')} (carried over from that earlier file)")
         payload["inputs"] = {**old["inputs"], "methods": ",".join(sorted({*old["inputs"]["methods"].split(","),
                                                                            *filter(None, a.methods.split(","))}))}
         payload["inputs"]["set"] = sorted(set(old["inputs"].get("set", [])) | set(a.set))

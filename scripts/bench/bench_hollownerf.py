@@ -1,0 +1,148 @@
+#!/usr/bin/env python
+"""HollowNeRF benchmark: dense hash grid vs HollowNeRF vs occupancy-grid culling, same scene, same budget.
+
+Runs (all with the same steps, rays per step, samples per ray, MLP and levels; only the table and the
+culling differ):
+
+- ``dense``            full table (T rows per level), every sample evaluated;
+- ``occgrid``          full table, nerfacc-style occupancy-grid culling (compute only, all parameters kept);
+- ``hollow@f``         HollowNeRF with a table of about f*T rows per level, saliency budget C, then compacted
+                       (``prunekit_hashgrid.compact``); f is chosen so the compacted parameters land near the
+                       30 / 55 / 80 % targets of the issue;
+- ``dense-matched@f``  a dense grid whose table has as many parameters as the compacted hollow@f model.
+
+PSNR is measured on held-out views (every 8th), parameters are hash-table parameters after compaction,
+render time is the wall time to render the held-out views (ratios against ``dense`` of the same run).
+Writes ``bench-out/hollownerf.json`` after every run (partial results survive an interruption).
+
+    nice -n 10 python scripts/bench/bench_hollownerf.py --scene synthetic
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scene", default="synthetic", help="'synthetic', 'fox' (shared data) or a transforms.json")
+    ap.add_argument("--res", type=int, default=64, help="synthetic image side")
+    ap.add_argument("--views", type=int, default=32, help="synthetic views")
+    ap.add_argument("--downscale", type=int, default=16, help="real capture downscale")
+    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--batch-rays", type=int, default=1024)
+    ap.add_argument("--samples", type=int, default=48)
+    ap.add_argument("--levels", type=int, default=8)
+    ap.add_argument("--max-res", type=int, default=256)
+    ap.add_argument("--log2-table", type=int, default=13)
+    ap.add_argument("--fractions", default="0.3,0.55,0.8", help="table fractions of the hollow runs")
+    ap.add_argument("--target", type=float, default=0.1, help="saliency budget C (fraction of cells kept)")
+    ap.add_argument("--saliency-res", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default="", help="comma list of run names to do (default all)")
+    ap.add_argument("-o", "--output", default=str(ROOT / "bench-out" / "hollownerf.json"))
+    a = ap.parse_args(argv)
+
+    from prunekit import atomic_write_text
+    from prunekit.report import machine_info
+    from prunekit_hashgrid.checkpoint import sizes
+    from prunekit_hashgrid.compact import compact_field
+    from prunekit_hashgrid.data import load_scene, split
+    from prunekit_hashgrid.train import TrainConfig, config_dict, evaluate, train
+
+    torch.set_num_threads(a.threads)
+    scene = str(ROOT.parent / "shared" / "data" / "fox") if a.scene == "fox" else a.scene
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        views = load_scene(scene, res=a.res, n_views=a.views, downscale=a.downscale)
+    tr, te = split(views)
+    T = 2**a.log2_table
+    grid = dict(num_levels=a.levels, min_res=16, max_res=a.max_res, features_per_level=2)
+    base = dict(steps=a.steps, batch_rays=a.batch_rays, samples=a.samples, saliency_res=a.saliency_res,
+                saliency_target=a.target, threads=a.threads,
+                background=(1.0, 1.0, 1.0) if a.scene == "synthetic" else None)
+    out = {"benchmark": "hollownerf", "machine": machine_info(), "command": " ".join(sys.argv),
+           "inputs": {"scene": a.scene, "train_views": len(tr), "heldout_views": len(te),
+                      "image_hw": list(views.images.shape[1:3]), **{k: v for k, v in vars(a).items() if k != "output"}},
+           "runs": {}}
+    only = {s for s in a.only.split(",") if s}
+
+    def run(name: str, mode: str, table_size: int) -> dict:
+        cfg = TrainConfig(mode=mode, grid={**grid, "table_size": table_size}, **base)
+        t0 = time.perf_counter()
+        res = train(tr, cfg)
+        fld, stats = res.field, {}
+        if mode == "hollow":
+            fld, stats = compact_field(res.field)
+        ev = evaluate(fld, te, a.samples, fld.saliency.keep_fn() if mode == "hollow" else res.keep_fn())
+        r = {"mode": mode, "table_size": table_size, "psnr": ev["psnr"], "psnr_per_view": ev["psnr_per_view"],
+             "render_seconds": ev["render_seconds"], "field_queries": ev["field_queries"], "samples": ev["samples"],
+             "train_seconds": res.log["train_seconds"], "wall_seconds": time.perf_counter() - t0,
+             "sizes": sizes(fld), "allocated_hash_params": table_size * a.levels * 2,
+             **{k: res.log[k] for k in ("kept_cell_fraction", "occupied_fraction") if k in res.log},
+             "compaction": stats, "final_loss": res.log["loss"][-1][1], "config": config_dict(cfg)}
+        out["runs"][name] = r
+        _summarise(out)
+        atomic_write_text(a.output, json.dumps(out, indent=2, default=float) + "\n")
+        print(f"{name:22s} psnr {r['psnr']:6.2f}  hash params {int(r['sizes']['hash_params']):>9,}  "
+              f"render {r['render_seconds']:6.2f}s  train {r['train_seconds']:6.0f}s", flush=True)
+        return r
+
+    def want(name):
+        return not only or name in only
+
+    if want("dense"):
+        run("dense", "dense", T)
+    if want("occgrid"):
+        run("occgrid", "occgrid", T)
+    for f in (float(x) for x in a.fractions.split(",")):
+        name = f"hollow@{f:g}"
+        if want(name):
+            h = run(name, "hollow", max(1, round(f * T)))
+            matched = max(1, round(h["sizes"]["hash_params"] / (a.levels * 2)))
+            if want(f"dense-matched@{f:g}"):
+                run(f"dense-matched@{f:g}", "dense", matched)
+    return 0
+
+
+def _summarise(out: dict) -> None:
+    """Ratios against the dense run and the issue's two targets, from whatever runs exist so far."""
+    runs = out["runs"]
+    dense = runs.get("dense")
+    if not dense:
+        return
+    summ = {}
+    for name, r in runs.items():
+        summ[name] = {"psnr": r["psnr"], "psnr_minus_dense": r["psnr"] - dense["psnr"],
+                      "hash_param_fraction": r["sizes"]["hash_params"] / dense["sizes"]["hash_params"],
+                      "bytes_fraction": r["sizes"]["bytes"] / dense["sizes"]["bytes"],
+                      "render_time_ratio": r["render_seconds"] / dense["render_seconds"],
+                      "query_fraction": r["field_queries"] / max(1, dense["field_queries"])}
+        m = runs.get(name.replace("hollow@", "dense-matched@"))
+        if name.startswith("hollow@") and m:
+            summ[name]["psnr_minus_dense_matched"] = r["psnr"] - m["psnr"]
+    out["summary"] = summ
+    hollow = {k: v for k, v in summ.items() if k.startswith("hollow@")}
+    t1 = [v for v in hollow.values() if v["hash_param_fraction"] <= 0.35]
+    t2 = [v for v in hollow.values() if 0.45 <= v["hash_param_fraction"] <= 0.65 and "psnr_minus_dense_matched" in v]
+    out["targets"] = {
+        "within_0.2dB_of_dense_at_<=35%_params": (None if not t1 else
+                                                  {"met": max(v["psnr_minus_dense"] for v in t1) >= -0.2,
+                                                   "best_psnr_minus_dense": max(v["psnr_minus_dense"] for v in t1)}),
+        "+0.5dB_over_dense_matched_at_~55%": (None if not t2 else
+                                             {"met": max(v["psnr_minus_dense_matched"] for v in t2) >= 0.5,
+                                              "best_gain_db": max(v["psnr_minus_dense_matched"] for v in t2)}),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -88,7 +88,8 @@ def train_classifier(x, y, out: Path, steps: int, seed: int) -> dict:
     with torch.no_grad():
         acc = float((clf(x[N_TRAIN:]).argmax(1) == y[N_TRAIN:]).float().mean())
     save_file(clf.state_dict(), str(out / "classifier.safetensors"))
-    info = {"heldout_accuracy": acc, "steps": steps, "train_seconds": time.perf_counter() - t0, "n_train": N_TRAIN}
+    info = {"heldout_accuracy": acc, "steps": steps, "train_seconds": time.perf_counter() - t0, "n_train": N_TRAIN,
+            "size": SIZE}
     (out / "classifier.json").write_text(json.dumps(info, indent=2))
     return info
 

@@ -1,4 +1,4 @@
-"""Baseline: magnitude (L1) channel pruning of a diffusers UNet with Torch-Pruning, at a MAC target.
+"""Baseline: magnitude (L1) channel pruning of a diffusers UNet or DiT with Torch-Pruning, at a MAC target.
 
 Not LD-Pruner: this removes *channels* inside every layer (and whole attention heads),
 ranked by the L1 norm of their weights (Torch-Pruning's ``MagnitudeImportance(p=1)``

@@ -12,12 +12,15 @@ denoiser, in one run on one machine:
 - quality: class accuracy of generated digits (DDIM, ``--eval-steps`` steps, labels
   0..9 in turn) judged by the digit classifier, and the Fréchet distance between the
   classifier's features of generated and held-out real digits (images 8000..9999);
-- the magnitude (L1) channel-pruning baseline (Torch-Pruning, UNet only) at the same
+- the magnitude (L1) channel-pruning baseline (Torch-Pruning; UNet and DiT) at the same
   MAC target;
+- a real-data reference row: held-out accuracy of the classifier on real digits and the
+  Fréchet distance of real training digits to the held-out ones (the meter's floor);
 - the same quality after a short recovery fine-tune (noise loss + output distillation
   from the unpruned model, ``--ft-steps`` steps) for LD-Pruner, random seed 0 and magnitude.
 
-Writes ``bench-out/ldpruner.json`` (with ``machine_info()``).
+Writes ``bench-out/ldpruner.json`` (with ``machine_info()``). ``--combine A.json B.json``
+merges per-model result files of parallel runs into ``--out`` instead of benchmarking.
 """
 
 from __future__ import annotations
@@ -111,7 +114,7 @@ def bench_model(kind: str, a, clf, real_feats, train_x, train_y) -> dict:
     for s in range(a.random_seeds):
         r = prune_denoiser(base, sched, keep_macs=a.keep, calib=calib, method="random", seed=s)
         variants[f"random-{s}"] = (r.model, [x["name"] for x in r.removed], {})
-    if kind == "unet" and a.magnitude:
+    if a.magnitude:
         from prunekit_diffusion.magnitude import magnitude_prune
 
         t0 = time.perf_counter()
@@ -177,34 +180,50 @@ def main() -> None:
     ap.add_argument("--calib-steps", type=int, default=10)
     ap.add_argument("--eval-n", type=int, default=300)
     ap.add_argument("--eval-steps", type=int, default=20)
-    ap.add_argument("--ft-steps", type=int, default=200)
+    ap.add_argument("--ft-steps", type=int, default=300)
     ap.add_argument("--ft-batch", type=int, default=32)
-    ap.add_argument("--ft-lr", type=float, default=2e-4)
+    ap.add_argument("--ft-lr", type=float, default=5e-4)
     ap.add_argument("--latency-batch", type=int, default=64)
     ap.add_argument("--latency-repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--no-magnitude", dest="magnitude", action="store_false",
-                    help="skip the Torch-Pruning magnitude channel baseline (UNet only)")
+                    help="skip the Torch-Pruning magnitude channel baseline")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-out" / "ldpruner.json")
     ap.add_argument("--merge", action="store_true", help="keep results of models not benchmarked in this run")
+    ap.add_argument("--combine", type=Path, nargs="+", help="merge these result files into --out and exit")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
 
     from prunekit.fileio import atomic_write_text
+
+    if a.combine:
+        runs = [json.loads(f.read_text()) for f in a.combine]
+        merged = {**runs[0], "models": {}, "runs": [{k: r.get(k) for k in ("machine", "inputs", "wall_seconds")} for r in runs]}
+        for f, r in zip(a.combine, runs):
+            for k, v in r["models"].items():
+                merged["models"][k] = {**v, "run": str(f.name)}
+        atomic_write_text(a.out, json.dumps(merged, indent=2, default=float) + "\n")
+        print(f"wrote {a.out} ({', '.join(merged['models'])})")
+        return
     from prunekit.report import machine_info
-    from prunekit_diffusion.quality import load_mnist
+    from prunekit_diffusion.quality import classifier_metrics, load_mnist
 
     if not (a.models_dir / "classifier.safetensors").exists():
         sys.exit(f"no trained models in {a.models_dir}: run scripts/train_mnist_diffusion.py first")
-    x, y = load_mnist(DATA)
+    clf_info = json.loads((a.models_dir / "classifier.json").read_text())
+    x, y = load_mnist(DATA, size=clf_info.get("size", 32))
     clf = load_classifier(a.models_dir)
     with torch.no_grad():
         real_feats = clf.features(x[N_TRAIN:])
+        real = x[:a.eval_n]  # real training digits, as many as generated per model
+        real_ref = classifier_metrics(clf, real, y[:a.eval_n], real_feats)
     result = {"benchmark": "ld-pruner on MNIST-trained diffusers denoisers", "machine": machine_info(),
               "inputs": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
-              "classifier": json.loads((a.models_dir / "classifier.json").read_text()), "models": {}}
+              "classifier": clf_info, "real_reference": {**real_ref, "n": a.eval_n,
+                                                         "what": "real training digits vs the held-out set"},
+              "models": {}}
     if a.merge and a.out.exists():  # keep other models' results from an earlier run (each has its own machine info)
         earlier = json.loads(a.out.read_text())
         for k, v in earlier.get("models", {}).items():

@@ -46,6 +46,9 @@ class SplatPruneOptions:
                              f"{self.compensation_channels}")
 
 
+SWEEP_NEEDS_REPORT = "--sweep was not run: it writes into the --report DIR, and none was given"
+
+
 def _cameras(scene: GaussianScene, opts: SplatPruneOptions, n: int, seed: int):
     from .cameras import load_cameras, synthesize_cameras
 
@@ -127,6 +130,8 @@ class SplatFiles:
               budget=None) -> GaussianScene:
         if scores is not None:
             ctx.info["scores_budget"] = (scores, budget)  # for --sweep
+            if opts.sweep:
+                report.notes.append(SWEEP_NEEDS_REPORT)  # removed by write_report when --report runs it
         if opts.merge and scores is not None:
             from .merge import merge_progressive
 
@@ -185,6 +190,8 @@ class SplatFiles:
         if opts.sweep and "scores_budget" in ctx.info:
             from .sweep import run_sweep
 
+            if SWEEP_NEEDS_REPORT in report.notes:
+                report.notes.remove(SWEEP_NEEDS_REPORT)
             run_sweep(self, original, ctx, opts, report, Path(folder), *ctx.info["scores_budget"])
 
 

@@ -76,3 +76,10 @@ def test_parse_ratios():
     assert parse_ratios(None) == []
     with pytest.raises(ValueError):
         parse_ratios("0.1,-2")
+
+
+def test_sweep_without_report_dir_says_so(scene_file, tmp_path):
+    r = run("prune", scene_file, "-m", "opacity", "--keep", "0.5", "-o", tmp_path / "x.ply", "--json",
+            "--sweep", "0.1", *FAST)
+    assert r.returncode == 0, r.stderr
+    assert any("--sweep was not run" in n for n in json.loads(r.stdout)["notes"])

@@ -2,21 +2,12 @@
 
 import math
 
-import pytest
 import torch
 
 from prunekit_splat.cameras import Camera
 from prunekit_splat.render import render
 from prunekit_splat.train import (KEYS, MCMCStrategy, TrainConfig, append_rows, init_params, make_optimizers,
                                   params_to_scene, relocation, remove_rows, train)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_relocation_matches_paper_formula():

@@ -26,6 +26,8 @@ from functools import partial
 import torch
 from nerfstudio.models.splatfacto import SplatfactoModel
 
+import prunekit
+
 from ..cameras import Camera, intrinsics, viewmat_from_c2w
 from ..strategy import PruneStrategy
 
@@ -96,8 +98,6 @@ class SplatfactoPruneStrategy(PruneStrategy):
                            lr: float | None = None) -> None:
         super().step_post_backward(params, optimizers, state, step, info, packed=packed, lr=lr)
         if self.threshold is not None and step in self.threshold_steps:
-            import prunekit
-
             self.prune(params, optimizers, state, prunekit.Budget(threshold=self.threshold), step=step)
 
 
@@ -114,11 +114,12 @@ class PrunedSplatfactoModel(SplatfactoModel):
         finally:
             lpip_module.LearnedPerceptualImagePatchSimilarity = real
         cfg = self.config
+        by_threshold = cfg.prune_threshold is not None
         self.strategy = SplatfactoPruneStrategy(
             base=self.strategy, scorer=cfg.prune_scorer, scorer_options=cfg.scorer_options(),
             schedule=cfg.prune_schedule(), score_resolution=cfg.prune_score_resolution,
-            threshold=cfg.prune_threshold, threshold_steps=tuple(cfg.prune_steps) if cfg.prune_threshold is not None
-            else (), verbose=True)
+            threshold=cfg.prune_threshold, threshold_steps=tuple(cfg.prune_steps) if by_threshold else (),
+            verbose=True)
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
 
     def get_training_callbacks(self, training_callback_attributes):

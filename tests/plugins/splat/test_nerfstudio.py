@@ -9,7 +9,7 @@ loader. ``model.info = {}`` stands in for the rasteriser's info dict, which gspl
 ``DefaultStrategy`` does not read once densification has stopped (``stop_split_at=0``).
 """
 
-import dataclasses
+import copy
 import json
 import math
 import os
@@ -83,15 +83,13 @@ def run(ns, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("ns")
     _write_dataset(tmp / "data")
-    cfg = ns.all_methods["splatfacto-radsplat"]  # the registry's copy: mutate a deep copy
-    cfg = dataclasses.replace(cfg)
-    cfg.pipeline = dataclasses.replace(cfg.pipeline)
+    cfg = copy.deepcopy(ns.all_methods["splatfacto-radsplat"])  # never mutate the registry's own
     cfg.machine.device_type = "cpu"
     cfg.vis = "tensorboard"
     cfg.output_dir = tmp / "out"
     cfg.pipeline.datamanager.data = tmp / "data"
     cfg.pipeline.datamanager.dataparser.load_3D_points = False  # splatfacto 1.1.5 moves SfM colours to .cuda()
-    m = cfg.pipeline.model = dataclasses.replace(cfg.pipeline.model)
+    m = cfg.pipeline.model
     m.num_random, m.random_scale, m.num_downscales, m.stop_split_at = 300, 2.0, 0, 0
     m.prune_steps, m.prune_threshold = (PRUNE_STEP,), THRESHOLD
     cfg.set_timestamp()
@@ -305,8 +303,6 @@ def _prunekit(*args):
 
 def test_sundae_ratio_prune_in_a_bare_model(ns):
     """splatfacto-sundae's model alone (no data manager): one-shot keep 10 % at step 2, two-band rule."""
-    import copy
-
     from nerfstudio.data.scene_box import SceneBox
     from nerfstudio.engine.callbacks import TrainingCallbackAttributes
     from nerfstudio.engine.callbacks import TrainingCallbackLocation as Where

@@ -68,18 +68,26 @@ class PrunedSplatfactoModelConfig(SplatfactoModelConfig):
         return prunekit.Schedule.decay(self.prune_steps, self.prune_fraction, self.prune_decay)
 
     def scorer_options(self) -> dict:
-        """``prune_scorer_options`` parsed into keyword arguments of the scorer's config."""
+        """``prune_scorer_options`` parsed into keyword arguments of the scorer's config.
+
+        A scorer option ``antialiased`` (radsplat's) that is not given follows ``rasterize_mode``,
+        so the blending weights are scored with the alpha the model is trained with."""
         import prunekit
 
         plugin = prunekit.load(self.prune_scorer)
-        argv = []
+        argv, given = [], set()
         for item in self.prune_scorer_options:
             name, sep, value = item.partition("=")
-            if not sep or not name.strip():
+            name = name.strip().replace("-", "_")
+            if not sep or not name:
                 raise ValueError(f"prune_scorer_options: {item!r} is not name=value")
-            argv.append(f"--{name.strip().replace('_', '-')}={value.strip()}")
+            argv.append(f"--{name.replace('_', '-')}={value.strip()}")
+            given.add(name)
         cfg, _ = prunekit.parse_options(plugin.config, argv)
-        return {} if cfg is None else dataclasses.asdict(cfg)
+        options = {} if cfg is None else dataclasses.asdict(cfg)
+        if "antialiased" in options and "antialiased" not in given:
+            options["antialiased"] = self.rasterize_mode == "antialiased"
+        return options
 
 
 class FloatExponentialDecayScheduler(ExponentialDecayScheduler):

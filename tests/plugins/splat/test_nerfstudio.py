@@ -10,6 +10,7 @@ loader. ``model.info = {}`` stands in for the rasteriser's info dict, which gspl
 """
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -117,7 +118,8 @@ def run(ns, tmp_path_factory):
                 scene = _scene_of(model.gauss_params).clone()
                 views = cameras_from_nerfstudio(trainer.pipeline.datamanager.train_dataset.cameras)
                 plugin = prunekit.load("radsplat")
-                scores = plugin.get_scorer()(scene, SplatContext(scene, views), plugin.make_config())
+                conf = plugin.make_config(antialiased=False)  # splatfacto's default rasterize_mode is "classic"
+                scores = plugin.get_scorer()(scene, SplatContext(scene, views), conf)
                 out["expected_keep"] = prunekit.select(scores, prunekit.Budget(threshold=THRESHOLD)).only
                 out["before"] = {k: v.detach().clone() for k, v in model.gauss_params.items()}
                 out["adam_before"] = {k: trainer.optimizers.optimizers[k].state[p]["exp_avg"].clone()
@@ -189,6 +191,11 @@ def test_schedules_and_scorer_options(ns):
     assert ns.all_methods["splatfacto-radsplat"].pipeline.model.prune_schedule() is None
     cfg = PrunedSplatfactoModelConfig(prune_scorer_options=("band_weight=0.25", "max_neighbors = 8"))
     assert cfg.scorer_options() == {"band_weight": 0.25, "max_neighbors": 8}
+    radsplat = PrunedSplatfactoModelConfig(prune_scorer="radsplat")
+    assert radsplat.scorer_options() == {"antialiased": False}  # follows rasterize_mode="classic"
+    assert dataclasses.replace(radsplat, rasterize_mode="antialiased").scorer_options() == {"antialiased": True}
+    assert dataclasses.replace(radsplat, prune_scorer_options=("antialiased=true",)).scorer_options() == {
+        "antialiased": True}
     with pytest.raises(ValueError, match="not name=value"):
         PrunedSplatfactoModelConfig(prune_scorer_options=("band_weight",)).scorer_options()
     with pytest.raises(prunekit.UsageError, match="unknown option --nope"):

@@ -17,5 +17,5 @@ HOLLOWNERF = Plugin(
     description="HollowNeRF: keep the hash-grid cells of the trained saliency grid; free hash entries only pruned cells reach",
     paper="Xie et al., HollowNeRF: Pruning Hashgrid-Based NeRFs with Trainable Collision Mitigation, ICCV 2023",
     scorer="prunekit_hashgrid.target:saliency_scores", target="prunekit_hashgrid.target:HASHGRID_FILES",
-    hooks={"nerfstudio": "prunekit_hashgrid.nerfstudio.method:nerfacto_hollow"},
+    hooks={"nerfstudio": "prunekit_hashgrid.nerfstudio.methods:NERFACTO_HOLLOW"},
     requires=("torch", "safetensors"), extra="hashgrid")

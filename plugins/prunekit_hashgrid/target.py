@@ -111,9 +111,11 @@ class HashgridFiles:
         return sizes(field)
 
     def info(self, field, path) -> dict[str, Any]:
-        from .checkpoint import field_kind, load, sizes
+        import json
 
-        _, info = load(path)
+        from .checkpoint import field_kind, read_metadata, sizes
+
+        info = json.loads((read_metadata(path) or {}).get("info", "{}"))
         d: dict[str, Any] = {"file": str(path), "kind": field_kind(field), "file_bytes": Path(path).stat().st_size,
                              **{k: int(v) for k, v in sizes(field).items()}, "grid": field.grid_spec,
                              "saliency_res": field.saliency.res if field.saliency is not None else 0}

@@ -49,6 +49,7 @@ def main(argv=None) -> int:
     ap.add_argument("--saliency-res", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default="", help="comma list of run names to do (default all)")
+    ap.add_argument("--resume", action="store_true", help="keep the runs already in the output file, do the rest")
     ap.add_argument("-o", "--output", default=str(ROOT / "bench-out" / "hollownerf.json"))
     a = ap.parse_args(argv)
 
@@ -75,6 +76,14 @@ def main(argv=None) -> int:
                       "image_hw": list(views.images.shape[1:3]), **{k: v for k, v in vars(a).items() if k != "output"}},
            "runs": {}}
     only = {s for s in a.only.split(",") if s}
+    if a.resume and Path(a.output).exists():
+        prev = json.loads(Path(a.output).read_text())
+        free = {"only", "resume", "fractions", "threads"}
+        differ = [k for k, v in out["inputs"].items() if k not in free and prev.get("inputs", {}).get(k) != v]
+        if differ:
+            print(f"error: {a.output} was made with other inputs ({', '.join(differ)}); cannot resume", file=sys.stderr)
+            return 1
+        out["runs"] = prev.get("runs", {})
 
     def run(name: str, mode: str, table_size: int) -> dict:
         cfg = TrainConfig(mode=mode, grid={**grid, "table_size": table_size}, **base)
@@ -98,7 +107,7 @@ def main(argv=None) -> int:
         return r
 
     def want(name):
-        return not only or name in only
+        return (not only or name in only) and name not in out["runs"]
 
     if want("dense"):
         run("dense", "dense", T)
@@ -106,8 +115,8 @@ def main(argv=None) -> int:
         run("occgrid", "occgrid", T)
     for f in (float(x) for x in a.fractions.split(",")):
         name = f"hollow@{f:g}"
-        if want(name):
-            h = run(name, "hollow", max(1, round(f * T)))
+        h = run(name, "hollow", max(1, round(f * T))) if want(name) else out["runs"].get(name)
+        if h is not None:
             matched = max(1, round(h["sizes"]["hash_params"] / (a.levels * 2)))
             if want(f"dense-matched@{f:g}"):
                 run(f"dense-matched@{f:g}", "dense", matched)

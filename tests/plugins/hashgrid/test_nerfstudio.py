@@ -29,6 +29,9 @@ def test_spec_is_nerfacto_with_torch_grid_and_plain_datamanager():
     assert cfg.max_num_iterations == stock.max_num_iterations
     with pytest.raises(ValueError, match="torch"):
         HollowNerfactoModelConfig(implementation="tcnn")
+    from prunekit_hashgrid.plugins import HOLLOWNERF
+
+    assert HOLLOWNERF.get_hook("nerfstudio") is NERFACTO_HOLLOW
 
 
 def test_offline_cpu_model_gates_trains_and_freezes():

@@ -43,7 +43,7 @@ def sparse(seed: int) -> np.ndarray:
     """A jittered lattice (spacing 1) with a few close pairs (0.05 .. 0.45 apart): r = 10 d_min
     reaches the partners but not the lattice neighbours, as in trained scenes."""
     g = np.random.default_rng(seed)
-    pts = np.stack(np.meshgrid(*[np.arange(8.0)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    pts = np.stack(np.meshgrid(*[np.arange(6.0)] * 3, indexing="ij"), -1).reshape(-1, 3)
     pts += g.normal(0, 0.05, pts.shape)
     pick = g.choice(len(pts), 12, replace=False)
     step = g.normal(0, 1, (12, 3))

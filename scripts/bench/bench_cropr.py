@@ -54,7 +54,7 @@ def attach(method: str, model, sched: str, cropr_cfg, cropr_state, llf: bool):
     cfg = replace(cropr_cfg, **parse_schedule(sched), llf=llf)
     if method == "cropr":
         red = attach_cropr(model, cfg)
-        red.load_state_dict(cropr_state)
+        red.load_state_dict(modules_by_block(cropr_cfg, cfg, cropr_state, len(red.host.blocks)))
     elif method == "random":
         red = attach_random(model, config=cfg, seed=0)
     elif method == "merge":
@@ -64,6 +64,19 @@ def attach(method: str, model, sched: str, cropr_cfg, cropr_state, llf: bool):
     else:
         raise ValueError(method)
     return red.eval()
+
+
+def modules_by_block(trained, wanted, state: dict, num_blocks: int) -> dict:
+    """The trained Cropr weights for a schedule that uses a subset of the trained blocks: the module
+    after block ``b`` gets the weights of the module trained after block ``b``."""
+    index = {b: i for i, (b, _) in enumerate(trained.plan(num_blocks))}
+    out = {}
+    for j, (b, _) in enumerate(wanted.plan(num_blocks)):
+        if b not in index:
+            raise UsageError(f"no Cropr module was trained after block {b} (trained: {sorted(index)})")
+        prefix = f"cropr.{index[b]}."
+        out.update({f"cropr.{j}." + k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    return out
 
 
 def timed_throughput(model_fn, variants, batch, reps):
@@ -115,8 +128,9 @@ def run_task(name, model, fwd, evaluate, cropr_dir, schedules, merge_extra, meth
         todo = ["none"] if method == "unpruned" else schedules + (merge_extra if method.startswith("merge") else [])
         for sched in todo:
             key = f"{method}@{sched}"
-            red = attach(method, model, sched, cropr_cfg, cropr_state, llf)
+            red = None
             try:
+                red = attach(method, model, sched, cropr_cfg, cropr_state, llf)
                 q = evaluate(f)
             except UsageError as e:  # e.g. merging more than half the tokens of a block
                 print(f"[{name}] {key}: infeasible ({e})", flush=True)

@@ -179,7 +179,15 @@ def save(scene: str, args, st, results, stats_s: float, views: str = "", n: int 
         "args": vars(args), "scene": scene, "path": str(SCENES.get(scene, scene)), "gaussians": n,
         "splat_transform": splat_transform_version(st) if st else None, "stats_s": stats_s,
         "eval": "PSNR/SSIM vs the original scene's renders on held-out views", "views": views,
-        "rows": results})
+        "training": _training_summary(scene), "rows": results})
+
+
+def _training_summary(scene: str) -> dict | None:
+    """The trainer's summary (held-out PSNR, steps, time) for scenes made by scripts/train_scene.py."""
+    log_json = CAPTURES.get(scene, (None, None))[1]
+    if log_json is None or not log_json.exists():
+        return None
+    return {k: v for k, v in json.loads(log_json.read_text()).items() if k != "log"}
 
 
 if __name__ == "__main__":

@@ -158,3 +158,16 @@ def test_core_cli_mounts_fed_group():
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == ["prunekit: error: unknown method 'bogus' (choose from fedavg, fedtiny, "
                                              "fedmef, hidenseek)"]
+
+
+def test_width_option_scales_the_cnn():
+    from prunekit_federated.config import config_for
+    from prunekit_federated.models import build_model
+
+    for method in ("fedavg", "fedmef", "hidenseek"):
+        one = build_model("digits", method, config_for(method, {}, dataset="digits"))
+        two = build_model("digits", method, config_for(method, {"width": "2"}, dataset="digits"))
+        assert (two.conv1.out_channels, two.conv2.out_channels, two.fc1.out_features) == (32, 64, 128)
+        assert two.fc1.in_features == 2 * one.fc1.in_features
+    with pytest.raises(ValueError, match="width"):
+        config_for("fedavg", {}, width=0)

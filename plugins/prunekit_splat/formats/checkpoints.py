@@ -26,11 +26,33 @@ from .repair import repair_scene
 GSPLAT_KEYS = ("means", "scales", "quats", "opacities", "sh0", "shN")
 
 
+def _numpy_scalar_globals() -> list:
+    """Globals needed to unpickle numpy scalars, which stock nerfstudio checkpoints contain (its
+    learning-rate schedulers store ``numpy.float64`` values; nerfstudio issue #3683). They only
+    rebuild numbers from bytes, so allowing them keeps ``weights_only=True`` safe."""
+    import importlib
+    import warnings
+
+    import numpy as np
+
+    scalars = []
+    for name in ("numpy._core.multiarray", "numpy.core.multiarray"):  # numpy 2 / numpy 1
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                scalars.append(importlib.import_module(name).scalar)
+        except (ImportError, AttributeError):
+            pass
+    dtypes = {type(np.dtype(t)) for t in (np.float16, np.float32, np.float64, np.int32, np.int64, np.bool_)}
+    return [*scalars, np.dtype, *dtypes]
+
+
 def load_checkpoint(path: Path) -> Any:
     if not path.is_file():
         raise InputError(f"{path}: file not found" if not path.exists() else f"{path}: not a regular file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt/unsafe pickles; all mean "bad file"
         first = (str(e).strip().splitlines() or [""])[0][:200]
         raise InputError(f"{path}: cannot load as a torch checkpoint with weights_only=True "

@@ -342,7 +342,9 @@ def test_nerfstudio_checkpoint(tmp_path):
     p = "_model.gauss_params."
     pipe = {p + "means": s.means, p + "scales": s.scales, p + "quats": s.quats, p + "features_dc": s.sh0,
             p + "features_rest": s.shN, p + "opacities": s.opacities[:, None], "_model.other": torch.ones(2)}
-    torch.save({"step": 30000, "pipeline": pipe, "optimizers": {"means": {"state": {}}}, "schedulers": {},
+    # stock nerfstudio schedulers store numpy scalars (nerfstudio issue #3683): still readable
+    sched = {"means": {"base_lrs": [np.float64(1.6e-4)], "_last_lr": [np.float32(1e-5)], "last_epoch": np.int64(7)}}
+    torch.save({"step": 30000, "pipeline": pipe, "optimizers": {"means": {"state": {}}}, "schedulers": sched,
                 "scalers": {}}, tmp_path / "step-000030000.ckpt")
     b = read_scene(tmp_path / "step-000030000.ckpt")
     assert_same(b, s)

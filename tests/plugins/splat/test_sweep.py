@@ -62,7 +62,7 @@ def test_sweep_uses_the_same_scores_as_the_main_prune(scene_file, tmp_path):
     assert torch.equal(a.means, b.means)
 
 
-@pytest.mark.parametrize("bad", ["0,0.5", "abc", "1.5", ","])
+@pytest.mark.parametrize("bad", ["abc", "0,0.5"])
 def test_bad_sweep_is_a_one_line_error(scene_file, tmp_path, bad):
     r = run("prune", scene_file, "-m", "opacity", "--keep", "0.5", "-o", tmp_path / "x.ply", "--report",
             tmp_path / "rep", "--sweep", bad, *FAST)
@@ -74,8 +74,9 @@ def test_bad_sweep_is_a_one_line_error(scene_file, tmp_path, bad):
 def test_parse_ratios():
     assert parse_ratios("0.5, 0.1,0.5") == [0.1, 0.5]
     assert parse_ratios(None) == []
-    with pytest.raises(ValueError):
-        parse_ratios("0.1,-2")
+    for bad in ("0.1,-2", "1.5", ",", "x"):
+        with pytest.raises(ValueError, match="--sweep"):
+            parse_ratios(bad)
 
 
 def test_sweep_without_report_dir_says_so(scene_file, tmp_path):

@@ -85,7 +85,7 @@ class ChildWatch:
     def left(self) -> list[int]:
         return [p for p, s in self.seen.items() if alive(p, s)]
 
-    def reap(self, grace: float = 5.0, wait: float = 10.0) -> list[int]:
+    def reap(self, grace: float = 2.0, wait: float = 10.0) -> list[int]:
         """Wait ``grace`` s for the recorded processes to exit, SIGTERM the rest, then
         SIGKILL after ``wait`` s. Returns the pids that had to be signalled."""
         deadline = time.monotonic() + grace

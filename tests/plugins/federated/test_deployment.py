@@ -143,7 +143,7 @@ def test_superlink_supernodes_two_rounds(tmp_path):
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait(timeout=10)
-        watch.reap(grace=15.0)  # children in their own sessions (flower-superexec, app processes)
+        watch.reap(grace=2.0)  # children in their own sessions (flower-superexec, app processes)
         for log in logs:
             log.close()
     assert not any(p.poll() is None for p in procs)

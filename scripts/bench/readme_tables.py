@@ -60,6 +60,11 @@ def quality_table(files: list[dict]) -> str:
                                    f"views at {a['resolution']} px")
         lines.append(f"**{d['scene']}**{size} — PSNR (dB) vs the original's renders on held-out views: {views}; "
                      f"distillation {a['distill']} steps")
+        tr = d.get("training")
+        if tr:
+            lines.append(f"(scene trained by `scripts/train_scene.py`: {tr['steps_done']} steps at "
+                         f"{tr['resolution'][0]}x{tr['resolution'][1]} in {tr['train_seconds'] / 60:.0f} min; "
+                         f"held-out PSNR against the real photos {tr['test_psnr_mean']:.2f} dB)")
         lines.append("")
         lines.append("| method | " + " | ".join(f"keep {k:g}" for k in keeps) + " |")
         lines.append("|---|" + "---|" * len(keeps))

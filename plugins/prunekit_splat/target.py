@@ -21,6 +21,7 @@ class SplatPruneOptions:
     resolution: int = option(256, "long side (pixels) of scoring, distillation and evaluation renders")
     merge: bool = option(False, "fold pruned Gaussians into their nearest kept neighbours (moment matching)")
     merge_rounds: int = option(5, "reach the budget in this many select-and-merge rounds (with --merge)")
+    drop_unseen: bool = option(True, "with --merge, remove Gaussians no scoring view sees instead of merging them")
     distill: int = option(0, "Adam steps fitting the kept Gaussians to the original scene's own renders")
     images: Optional[str] = option(None, "transforms.json with real images: fine-tune against those instead")
     eval_views: int = option(32, "views for `prunekit eval` (a different set from the scoring views)")
@@ -135,9 +136,12 @@ class SplatFiles:
         if opts.merge and scores is not None:
             from .merge import merge_progressive
 
-            out = merge_progressive(scene, scores.groups["units"], budget, rounds=opts.merge_rounds)
+            drop = ctx.stats()["hits"] == 0 if opts.drop_unseen else None
+            out = merge_progressive(scene, scores.groups["units"], budget, rounds=opts.merge_rounds, drop=drop)
             report.notes.append(f"merge: {out.meta['merged_parts']} pruned Gaussians folded into kept ones "
-                                f"in {out.meta['merge_rounds']} rounds")
+                                f"in {out.meta['merge_rounds']} rounds"
+                                + (f"; {out.meta['dropped_unseen']} unseen from every scoring view removed"
+                                   if out.meta.get("dropped_unseen") else ""))
         else:
             out = scene.subset(mask.only)
         if opts.images:

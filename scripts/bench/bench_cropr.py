@@ -104,8 +104,20 @@ def timed_throughput(model_fn: dict, variants, batch, reps):
 
 
 def interpolate(points, speed):
-    """Accuracy at ``speed`` from [(speed, acc)] by linear interpolation (None outside the sweep)."""
-    pts = sorted(points)
+    """Quality at ``speed`` from [(speed, quality)]: linear interpolation along the upper envelope
+    (points that no faster point matches in quality; the best a method reaches at each speed,
+    whatever its schedule; below the slowest envelope point, that point's quality); None outside
+    the measured speeds."""
+    env, best = [], -float("inf")
+    for sp, q in sorted(points, reverse=True):
+        if q > best:
+            env.append((sp, q))
+            best = q
+    pts = sorted(env)
+    if not points or not min(points)[0] <= speed <= pts[-1][0]:
+        return None
+    if speed <= pts[0][0]:  # a faster point is at least as good
+        return pts[0][1]
     for (s0, a0), (s1, a1) in zip(pts, pts[1:]):
         if s0 <= speed <= s1:
             return a0 + (a1 - a0) * (speed - s0) / (s1 - s0) if s1 > s0 else max(a0, a1)

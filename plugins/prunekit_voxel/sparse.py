@@ -66,10 +66,6 @@ class SparseVoxels:
     def __len__(self) -> int:
         return self.coords.shape[0]
 
-    @property
-    def keys(self) -> torch.Tensor:
-        return hash_coords(self.coords)
-
     def _sorted(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._index is None:
             keys = hash_coords(self.coords)
@@ -120,21 +116,23 @@ class SparseVoxels:
         return out
 
 
-def _init(weight: torch.Tensor, bias: torch.Tensor | None, fan_in: int) -> None:
-    bound = 1.0 / fan_in**0.5
-    nn.init.uniform_(weight, -bound, bound)
-    if bias is not None:
-        nn.init.uniform_(bias, -bound, bound)
+class _SparseConv(nn.Module):
+    """Weights ``(kernel volume, cin, cout)`` and an optional bias, uniform(+-1/sqrt(fan_in)) like torch's convs."""
 
-
-class SubmConv3d(nn.Module):
-    """Submanifold 3x3x3 sparse convolution (outputs at the input sites)."""
+    volume = 27
 
     def __init__(self, cin: int, cout: int, bias: bool = True) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(27, cin, cout))
+        self.weight = nn.Parameter(torch.empty(self.volume, cin, cout))
         self.bias = nn.Parameter(torch.empty(cout)) if bias else None
-        _init(self.weight, self.bias, 27 * cin)
+        bound = 1.0 / (self.volume * cin) ** 0.5
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+
+class SubmConv3d(_SparseConv):
+    """Submanifold 3x3x3 sparse convolution (outputs at the input sites)."""
 
     def forward(self, x: SparseVoxels) -> SparseVoxels:
         out = x.feats.new_zeros(len(x), self.weight.shape[2])
@@ -157,14 +155,10 @@ def child_slot(coords: torch.Tensor) -> torch.Tensor:
     return o[:, 0] * 4 + o[:, 1] * 2 + o[:, 2]
 
 
-class DownConv3d(nn.Module):
+class DownConv3d(_SparseConv):
     """Strided 2x2x2 sparse convolution, stride 2 (outputs at the parent cells)."""
 
-    def __init__(self, cin: int, cout: int, bias: bool = True) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(8, cin, cout))
-        self.bias = nn.Parameter(torch.empty(cout)) if bias else None
-        _init(self.weight, self.bias, 8 * cin)
+    volume = 8
 
     def forward(self, x: SparseVoxels) -> SparseVoxels:
         pc, inv = torch.unique(parents(x.coords), dim=0, return_inverse=True)
@@ -180,19 +174,15 @@ class DownConv3d(nn.Module):
         return SparseVoxels(pc, out, x.stride * 2)
 
 
-class UpConv3d(nn.Module):
+class UpConv3d(_SparseConv):
     """Transposed 2x2x2 sparse convolution, stride 2.
 
     ``forward(x)`` is generative (all 8 children of every site); ``forward(x, target)``
     outputs only at ``target``'s coordinates whose parent is in ``x`` (the others are
-    dropped; their row indices into ``target`` are returned as ``out.source``).
+    dropped); the second return value gives each output's row in ``target``.
     """
 
-    def __init__(self, cin: int, cout: int, bias: bool = True) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(8, cin, cout))
-        self.bias = nn.Parameter(torch.empty(cout)) if bias else None
-        _init(self.weight, self.bias, 8 * cin)
+    volume = 8
 
     def forward(self, x: SparseVoxels, target: torch.Tensor | None = None) -> tuple[SparseVoxels, torch.Tensor]:
         """Returns (upsampled voxels, row of each output in ``target``; arange when generative)."""

@@ -89,18 +89,11 @@ def sizes(model, calib) -> dict:
     return {"params": sum(p.numel() for p in model.parameters()), "macs": total_macs(model, calib.example(model))}
 
 
-def finetune_control(kind: str, a, clf, real_feats, train_x, train_y) -> dict:
-    """The same recovery fine-tune applied to the *unpruned* model (student = a copy of the teacher).
-
-    Separates what the extra training steps do from what recovering from pruning does: on an
-    undertrained model, fine-tuning alone can raise quality.
-    """
-    from prunekit_diffusion.pipeline import ClassConditionalPipeline
+def recover(model, base, sched, a, clf, real_feats, train_x, train_y) -> dict:
+    """Recovery fine-tune of a copy of ``model`` against ``base`` and the quality afterwards."""
     from prunekit_diffusion.recovery import distill_finetune
 
-    pipe = ClassConditionalPipeline.from_pretrained(a.models_dir / kind)
-    base, sched = pipe.denoiser.eval(), pipe.scheduler
-    student = copy.deepcopy(base)
+    student = copy.deepcopy(model)
     t1 = time.perf_counter()
     log = distill_finetune(student, base, sched, train_x, {"class_labels": train_y}, steps=a.ft_steps,
                            batch_size=a.ft_batch, lr=a.ft_lr, seed=a.seed)
@@ -108,10 +101,22 @@ def finetune_control(kind: str, a, clf, real_feats, train_x, train_y) -> dict:
             "quality": quality(student, sched, clf, real_feats, a.eval_n, a.eval_steps)}
 
 
+def finetune_control(kind: str, a, clf, real_feats, train_x, train_y) -> dict:
+    """The same recovery fine-tune applied to the *unpruned* model (student = a copy of the teacher).
+
+    Separates what the extra training steps do from what recovering from pruning does: on an
+    undertrained model, fine-tuning alone can raise quality.
+    """
+    from prunekit_diffusion.pipeline import ClassConditionalPipeline
+
+    pipe = ClassConditionalPipeline.from_pretrained(a.models_dir / kind)
+    base = pipe.denoiser.eval()
+    return recover(base, base, pipe.scheduler, a, clf, real_feats, train_x, train_y)
+
+
 def bench_model(kind: str, a, clf, real_feats, train_x, train_y) -> dict:
     from prunekit_diffusion.api import prune_denoiser
     from prunekit_diffusion.pipeline import ClassConditionalPipeline
-    from prunekit_diffusion.recovery import distill_finetune
     from prunekit_diffusion.sampling import Calibration
 
     folder = a.models_dir / kind
@@ -154,12 +159,7 @@ def bench_model(kind: str, a, clf, real_feats, train_x, train_y) -> dict:
         }
         if name in ("ld-pruner", "random-0", "magnitude") and a.ft_steps > 0:
             print(f"[{kind}] {name}: recovery fine-tune ({a.ft_steps} steps)", flush=True)
-            student = copy.deepcopy(model)
-            t1 = time.perf_counter()
-            log = distill_finetune(student, base, sched, train_x, {"class_labels": train_y}, steps=a.ft_steps,
-                                   batch_size=a.ft_batch, lr=a.ft_lr, seed=a.seed)
-            entry["finetune"] = {"steps": a.ft_steps, "seconds": time.perf_counter() - t1, "log": log,
-                                 "quality": quality(student, sched, clf, real_feats, a.eval_n, a.eval_steps)}
+            entry["finetune"] = recover(model, base, sched, a, clf, real_feats, train_x, train_y)
         res[name] = entry
     out["pruned"] = res
     base_acc = out["unpruned"]["quality"]["accuracy"]

@@ -63,8 +63,9 @@ class CBA(nn.Module):
                 text_pad: torch.Tensor | None = None, seed: int = 0) -> dict:
         """Complete ``pruned`` (a subset of ``full``'s level) with text-relevant voxels of ``full``.
 
-        Returns ``voxels`` (pruned + added, added last), ``logits`` and ``rows`` (candidate rows
-        into ``full``), ``added`` (bool over candidates) and ``fused`` (candidate features).
+        Returns ``voxels`` (pruned + added, added last), ``logits``, ``rows`` (candidate rows
+        into ``full``) and ``xyz`` (candidate centres), ``added`` (bool over candidates) and
+        ``fused`` (candidate features).
         """
         if full.stride != pruned.stride:
             raise ValueError(f"CBA needs one level: full stride {full.stride} vs pruned stride {pruned.stride}")
@@ -74,12 +75,12 @@ class CBA(nn.Module):
         logits = self.head(fused).squeeze(-1)
         added = (torch.sigmoid(logits) > self.threshold) & ~pruned.contains(full.coords[rows])
         if not bool(added.any()):
-            return {"voxels": pruned, "logits": logits, "rows": rows, "added": added, "fused": fused}
+            return {"voxels": pruned, "logits": logits, "rows": rows, "xyz": xyz, "added": added, "fused": fused}
         p_xyz = (pruned.coords.to(full.feats.dtype) + 0.5) * voxel_size
         new = idw_interpolate(p_xyz, pruned.feats, xyz[added]) + fused[added]
         out = SparseVoxels(torch.cat([pruned.coords, full.coords[rows][added]]),
                            torch.cat([pruned.feats, new]), pruned.stride)
-        return {"voxels": out, "logits": logits, "rows": rows, "added": added, "fused": fused}
+        return {"voxels": out, "logits": logits, "rows": rows, "xyz": xyz, "added": added, "fused": fused}
 
 
 def cba_targets(xyz: torch.Tensor, target_box: torch.Tensor, voxel_size: float) -> torch.Tensor:

@@ -2,26 +2,13 @@
 
 import torch
 
-from prunekit_voxel.model import Tsp3dNet
 from prunekit_voxel.tgp import tgp_keep
-from prunekit_voxel.voxelize import voxelize
 
-
-def _scene():
-    g = torch.Generator().manual_seed(0)
-    pts = torch.rand(1200, 3, generator=g) * torch.tensor([2.4, 2.4, 0.8])
-    rgb = torch.rand(1200, 3, generator=g)
-    vox, _ = voxelize(pts.numpy(), 0.1, torch.cat([rgb, torch.ones(1200, 1)], 1).numpy())
-    return vox
-
-
-def _net():
-    torch.manual_seed(0)
-    return Tsp3dNet(cin=4, d=16, text_dim=24, heads=2, layers=1, max_keys=256, cba_candidates=200).eval()
+from .conftest import small_net, small_scene
 
 
 def test_baseline_and_pruned_paths():
-    vox, net = _scene(), _net()
+    vox, net = small_scene(), small_net()
     text = torch.randn(4, 24)
     with torch.no_grad():
         base = net(vox, text, voxel_size=0.1, prune=False)
@@ -42,7 +29,7 @@ def test_baseline_and_pruned_paths():
 
 
 def test_training_budget_counts_and_cba_adds_back():
-    vox, net = _scene(), _net()
+    vox, net = small_scene(), small_net()
     text = torch.randn(4, 24)
     out = net(vox, text, voxel_size=0.1, keep_counts=(3, 5), cba=True, cba_threshold=0.0)
     assert out["counts"]["neck_s8"] == 3 and out["counts"]["neck_s4"] == 5

@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     base = dict(steps=a.steps, batch_rays=a.batch_rays, samples=a.samples, saliency_res=a.saliency_res,
                 saliency_target=a.target, threads=a.threads,
                 background=(1.0, 1.0, 1.0) if a.scene == "synthetic" else None)
-    out = {"benchmark": "hollownerf", "machine": machine_info(), "command": " ".join(sys.argv),
+    out = {"benchmark": "hollownerf", "machine": machine_info(), "commands": [" ".join(sys.argv)],
            "inputs": {"scene": a.scene, "train_views": len(tr), "heldout_views": len(te),
                       "image_hw": list(views.images.shape[1:3]), **{k: v for k, v in vars(a).items() if k != "output"}},
            "runs": {}}
@@ -84,6 +84,7 @@ def main(argv=None) -> int:
             print(f"error: {a.output} was made with other inputs ({', '.join(differ)}); cannot resume", file=sys.stderr)
             return 1
         out["runs"] = prev.get("runs", {})
+        out["commands"] = prev.get("commands", [prev.get("command", "")]) + out["commands"]
 
     def run(name: str, mode: str, table_size: int) -> dict:
         cfg = TrainConfig(mode=mode, grid={**grid, "table_size": table_size}, **base)

@@ -70,7 +70,7 @@ def antialiased_max_weight(scene, cameras, progress: bool = False) -> torch.Tens
     area-preserving factor sqrt(det Sigma_i / det(Sigma_i + 0.3 I)) of the projected covariance."""
     from .render import project, render
 
-    best = torch.zeros(len(scene), dtype=scene.means.dtype)
+    best = torch.zeros(len(scene), dtype=scene.means.dtype, device=scene.means.device)
     sigma = scene.opacity
     it = cameras
     if progress:

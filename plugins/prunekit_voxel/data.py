@@ -1,0 +1,54 @@
+"""Grounding samples (voxelised scene + expression + boxes) from generated rooms or a labelled scan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .expressions import Expression, generate
+from .rooms import make_room
+from .scannet import LabelledScan
+from .sparse import SparseVoxels
+from .voxelize import voxelize
+
+
+@dataclass
+class Sample:
+    scene: str
+    voxels: SparseVoxels        # features: rgb + occupancy
+    text: str
+    target_box: torch.Tensor    # 6
+    all_boxes: torch.Tensor     # K x 6 (scene-level TGP targets)
+    mentioned: torch.Tensor     # M x 6 (anchors named by the expression)
+    kind: str
+
+
+def scan_voxels(scan: LabelledScan, voxel_size: float) -> SparseVoxels:
+    return voxelize(scan.points, voxel_size, np.hstack([scan.colors, np.ones((len(scan.points), 1))]))[0]
+
+
+def instance_colours(scan: LabelledScan) -> np.ndarray:
+    return np.stack([scan.colors[scan.instance == i].mean(0) for i in scan.box_instance])
+
+
+def expressions_of(scan: LabelledScan, seed: int = 0) -> list[Expression]:
+    return generate(scan.box_names, scan.boxes, instance_colours(scan), seed=seed)
+
+
+def samples_of(scan: LabelledScan, voxel_size: float, exprs: list[Expression]) -> list[Sample]:
+    vox = scan_voxels(scan, voxel_size)
+    boxes = torch.as_tensor(scan.boxes, dtype=torch.float32)
+    return [Sample(scan.name, vox, e.text, boxes[e.target], boxes,
+                   boxes[[e.anchor]] if e.anchor is not None else torch.zeros(0, 6), e.kind) for e in exprs]
+
+
+def room_sample(seed: int, voxel_size: float) -> Sample | None:
+    """One random expression of room ``seed`` (None if the room has no unambiguous expression)."""
+    room = make_room(seed)
+    exprs = expressions_of(room, seed)
+    if not exprs:
+        return None
+    e = exprs[int(np.random.default_rng(seed).integers(len(exprs)))]
+    return samples_of(room, voxel_size, [e])[0]

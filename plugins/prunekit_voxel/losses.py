@@ -1,8 +1,8 @@
 """Training losses for :class:`~prunekit_voxel.model.Tsp3dNet` (TSP3D, arXiv 2502.10392).
 
 - TGP, coarser level (scene-level supervision): prunable = outside every object box grown by
-  6.5 level voxels; finer level (target-level supervision): outside the target's and the
-  mentioned objects' grown boxes (:func:`~prunekit_voxel.tgp.tgp_targets`); sigmoid focal loss.
+  1.04 m; finer level (target-level supervision): outside the target's and the mentioned
+  objects' boxes grown by 0.52 m (:func:`~prunekit_voxel.tgp.tgp_targets`); sigmoid focal loss.
 - CBA: candidates inside the target box grown by one voxel are positives
   (:func:`~prunekit_voxel.cba.cba_targets`; the paper uses its head's assigner); focal loss.
 - Head (ours, not the paper's): objectness focal loss with voxels inside the target box as
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from .cba import cba_targets
-from .tgp import focal_loss, in_boxes, tgp_targets
+from .tgp import MARGINS, focal_loss, in_boxes, tgp_targets
 
 
 def tsp3d_losses(out: dict, target_box: torch.Tensor, all_boxes: torch.Tensor, mentioned_boxes: torch.Tensor,
@@ -26,7 +26,7 @@ def tsp3d_losses(out: dict, target_box: torch.Tensor, all_boxes: torch.Tensor, m
     losses: dict[str, torch.Tensor] = {}
     relevant = (all_boxes, torch.cat([target_box[None], mentioned_boxes.reshape(-1, 6)]))
     for i, t in enumerate(out["tgp"]):  # coarser level first: scene-level, then target-level
-        labels = tgp_targets(t["xyz"], voxel_size * t["stride"], relevant[min(i, 1)])
+        labels = tgp_targets(t["xyz"], relevant[min(i, 1)], MARGINS[min(i, 1)])
         losses[f"tgp{i}"] = focal_loss(t["logits"], labels)
     if "cba" in out:
         res = out["cba"]

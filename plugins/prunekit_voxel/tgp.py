@@ -13,10 +13,12 @@ voxel. Label convention of the paper: the logit means *prunable*; the keep score
 A floor of ``min_keep`` voxels guards scenes where nothing would survive.
 
 Training targets (:func:`tgp_targets`): a voxel is *not* prunable when its centre lies in a
-relevant ground-truth box grown by ``6.5`` voxels of that level per side (the paper's
-``13 * (4 * voxel) * 2**(l-1) / 2``: 1.04 m at its coarsest TGP level of 0.16 m voxels,
-0.52 m at the finer one). Scene-level TGP counts every object box as relevant, target-level
-TGP only the target and the objects the expression mentions. Loss: sigmoid focal loss
+relevant ground-truth box grown by a margin per side: the paper's
+``13 * (4 * voxel) * 2**(l-1) / 2`` gives 1.04 m at its coarser TGP level and 0.52 m at the
+finer one (0.16 m / 0.08 m voxels). We keep those margins in metres
+(:data:`MARGINS`), whatever our level's voxel size, so the pruned region does not grow with
+a coarser voxel grid. Scene-level TGP counts every object box as relevant, target-level TGP
+only the target and the objects the expression mentions. Loss: sigmoid focal loss
 (alpha 0.25, gamma 2) on the prunable label, summed and divided by the number of prunable
 (label 1) voxels.
 """
@@ -33,8 +35,8 @@ from .sparse import SparseVoxels
 
 #: the paper's inference thresholds on the keep score, coarser level first
 EVAL_THRESHOLDS = (0.7, 0.3)
-#: box growth per side, in voxels of the level (13 * 4 * voxel * 2**(l-1) / 2 with level voxel 4 * voxel * 2**(l-1))
-MARGIN_VOXELS = 6.5
+#: box growth per side in metres, scene-level (coarser) TGP first: 13 * (4 * 0.01) * 2**(l-1) / 2 for l = 3, 2
+MARGINS = (1.04, 0.52)
 
 
 class TGP(nn.Module):
@@ -70,11 +72,6 @@ def train_keep_count(level_index: int, rng: np.random.Generator) -> int:
     return 4000 if level_index == 0 else int(rng.integers(1200, 4000))
 
 
-def box_margin(level_voxel: float) -> float:
-    """Per-side growth of a ground-truth box for TGP targets at a level of voxel size ``level_voxel``."""
-    return MARGIN_VOXELS * level_voxel
-
-
 def in_boxes(xyz: torch.Tensor, boxes: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
     """N bool: centre inside any axis-aligned box ``[cx, cy, cz, dx, dy, dz]`` grown by ``margin``."""
     if boxes.numel() == 0:
@@ -83,12 +80,13 @@ def in_boxes(xyz: torch.Tensor, boxes: torch.Tensor, margin: float = 0.0) -> tor
     return ((xyz[:, None, :] - b[None, :, :3]).abs() <= b[None, :, 3:6] / 2 + margin).all(-1).any(1)
 
 
-def tgp_targets(xyz: torch.Tensor, level_voxel: float, boxes: torch.Tensor) -> torch.Tensor:
+def tgp_targets(xyz: torch.Tensor, boxes: torch.Tensor, margin: float) -> torch.Tensor:
     """Prunable labels (1.0 = prunable) of voxel centres ``xyz`` given the relevant boxes.
 
-    Scene-level TGP: pass every object box; target-level TGP: the target and mentioned objects.
+    Scene-level TGP: every object box and ``MARGINS[0]``; target-level TGP: the target and
+    mentioned objects and ``MARGINS[1]``.
     """
-    return (~in_boxes(xyz, boxes, box_margin(level_voxel))).to(torch.float32)
+    return (~in_boxes(xyz, boxes, margin)).to(torch.float32)
 
 
 def focal_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:

@@ -1,13 +1,11 @@
 """TGP: keep scores through the core select, training targets, focal loss, text conditioning."""
 
-import math
-
 import numpy as np
 import pytest
 import torch
 
 from prunekit_voxel.sparse import SparseVoxels
-from prunekit_voxel.tgp import (EVAL_THRESHOLDS, TGP, box_margin, focal_loss, keep_scores, tgp_keep, tgp_targets,
+from prunekit_voxel.tgp import (EVAL_THRESHOLDS, MARGINS, TGP, focal_loss, keep_scores, tgp_keep, tgp_targets,
                                 train_keep_count)
 
 from .conftest import random_sites
@@ -43,14 +41,15 @@ def test_train_keep_count_range():
 
 
 def test_targets_use_the_papers_box_growth():
-    assert math.isclose(box_margin(0.16), 1.04) and math.isclose(box_margin(0.08), 0.52)
+    assert MARGINS == (1.04, 0.52)  # 13 * (4 * 0.01) * 2**(l-1) / 2 for l = 3, 2
     boxes = torch.tensor([[0.0, 0, 0, 1, 1, 1], [5.0, 0, 0, 1, 1, 1]])
-    xyz = torch.tensor([[0.5 + 1.0, 0, 0], [0.5 + 1.1, 0, 0], [5.0, 0, 0], [9.0, 9, 9]])
-    scene = tgp_targets(xyz, 0.16, boxes)  # scene level: every object
-    assert scene.tolist() == [0.0, 1.0, 0.0, 1.0]
-    target = tgp_targets(xyz, 0.16, boxes[:1])  # target level: only the referred object
-    assert target.tolist() == [0.0, 1.0, 1.0, 1.0]
-    assert tgp_targets(xyz, 0.16, torch.zeros(0, 6)).tolist() == [1.0] * 4
+    xyz = torch.tensor([[0.5 + 1.0, 0, 0], [0.5 + 1.1, 0, 0], [5.0, 0, 0], [9.0, 9, 9], [0.5 + 0.6, 0, 0]])
+    scene = tgp_targets(xyz, boxes, MARGINS[0])  # scene level: every object
+    assert scene.tolist() == [0.0, 1.0, 0.0, 1.0, 0.0]
+    target = tgp_targets(xyz, boxes[:1], MARGINS[1])  # target level: only the referred object, tighter
+    assert target.tolist() == [1.0, 1.0, 1.0, 1.0, 1.0]
+    assert tgp_targets(xyz, boxes[:1], MARGINS[1])[4] == 1.0 and tgp_targets(xyz[4:], boxes[:1], 0.61).item() == 0.0
+    assert tgp_targets(xyz, torch.zeros(0, 6), MARGINS[0]).tolist() == [1.0] * 5
 
 
 def test_focal_loss_formula_and_normalisation():
@@ -103,7 +102,7 @@ def test_tgp_learns_to_keep_what_the_text_names():
     coords = torch.unique(torch.floor(pts / 0.1).long(), dim=0)
     vox = SparseVoxels(coords, torch.ones(len(coords), 16))
     xyz = (coords.float() + 0.5) * 0.1
-    labels = [tgp_targets(xyz, 0.0, b[None]) for b in boxes]  # target level, no growth
+    labels = [tgp_targets(xyz, b[None], 0.0) for b in boxes]  # target level, no growth
     assert all(0 < int((lab == 0).sum()) < len(vox) for lab in labels)
     for step in range(60):
         which = step % 2

@@ -1,0 +1,103 @@
+#!/usr/bin/env python
+"""TSP3D benchmark: grounding accuracy and speed with and without TGP / CBA (issue 9).
+
+Three settings of the same trained checkpoint (``scripts/train_tsp3d.py``):
+``full`` (no pruning), ``tgp`` (text-guided pruning only) and ``tgp+cba``. For each sample the
+three run back to back in one process (single thread), so the speed ratio is measured under
+the same machine load. Reported per setting and evaluation set: Acc@0.25 / Acc@0.5 (axis-aligned
+box IoU), mean forward time (encoder + neck + head; text encoding excluded, it is shared),
+mean voxel counts per level. Evaluation sets: held-out generated rooms (seeds >= 1,000,000,
+never drawn in training) and the real ScanNet scan with generated expressions.
+
+  nice -n 10 python scripts/bench/bench_tsp3d.py --rooms 30 --scan-limit 24
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from prunekit import atomic_write_text, machine_info
+from prunekit.errors import PrunekitError
+from prunekit_voxel.checkpoint import load_checkpoint
+from prunekit_voxel.data import expressions_of, room_sample, samples_of
+from prunekit_voxel.metrics import accuracy_at, box_iou
+from prunekit_voxel.scannet import load_scannet
+from prunekit_voxel.text import TextEncoder
+
+SETTINGS = {"full": dict(prune=False, cba=False), "tgp": dict(prune=True, cba=False), "tgp+cba": dict(prune=True, cba=True)}
+SCANNET = Path(__file__).resolve().parents[3] / "shared" / "data" / "scannet"
+
+
+def run(net, encoder, samples, voxel_size, thresholds, cba_threshold) -> dict:
+    rows = []
+    for s in samples:
+        tok, pad = encoder.encode([s.text])
+        row = {"scene": s.scene, "text": s.text, "kind": s.kind}
+        for name, kw in SETTINGS.items():
+            with torch.no_grad():
+                t = time.perf_counter()
+                out = net(s.voxels, tok[0], pad[0], voxel_size=voxel_size, thresholds=thresholds,
+                          cba_threshold=cba_threshold, **kw)
+                dt = time.perf_counter() - t
+            row[name] = {"iou": box_iou(out["box"].numpy(), s.target_box.numpy()), "seconds": dt,
+                         "counts": out["counts"]}
+        rows.append(row)
+    summary = {}
+    for name in SETTINGS:
+        ious = [r[name]["iou"] for r in rows]
+        counts = {k: float(np.mean([r[name]["counts"][k] for r in rows])) for k in rows[0][name]["counts"]}
+        summary[name] = {"acc@0.25": accuracy_at(ious, 0.25), "acc@0.5": accuracy_at(ious, 0.5),
+                         "mean_iou": float(np.mean(ious)), "mean_seconds": float(np.mean([r[name]["seconds"] for r in rows])),
+                         "mean_counts": counts}
+    for name in ("tgp", "tgp+cba"):
+        summary[name]["speedup_vs_full"] = summary["full"]["mean_seconds"] / summary[name]["mean_seconds"]
+    return {"n": len(rows), "summary": summary, "rows": rows}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", type=Path, default=Path(".cache/prunekit_voxel/tsp3d.safetensors"))
+    ap.add_argument("--rooms", type=int, default=30)
+    ap.add_argument("--scan-limit", type=int, default=24, help="ScanNet expressions used (every k-th of all)")
+    ap.add_argument("--thresholds", type=float, nargs=2, default=(0.7, 0.3))
+    ap.add_argument("--cba-threshold", type=float, default=0.15)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=Path("bench-out/tsp3d.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    net, vs, info = load_checkpoint(args.checkpoint)
+    encoder = TextEncoder()
+    rooms = [s for s in (room_sample(1_000_000 + i, vs) for i in range(args.rooms)) if s is not None]
+    result = {"machine": machine_info(), "checkpoint": str(args.checkpoint), "train_info": info, "voxel_size": vs,
+              "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "rooms": run(net, encoder, rooms, vs, tuple(args.thresholds), args.cba_threshold)}
+    if (SCANNET / "scene0000_00_vert_all.npy").exists():
+        scan = load_scannet(SCANNET)
+        exprs = expressions_of(scan)
+        step = max(1, len(exprs) // max(1, args.scan_limit))
+        result["scannet"] = run(net, encoder, samples_of(scan, vs, exprs[::step][: args.scan_limit]), vs,
+                                tuple(args.thresholds), args.cba_threshold)
+    else:
+        result["scannet"] = f"skipped: {SCANNET} not found"
+    atomic_write_text(args.out, json.dumps(result, indent=1))
+    for part in ("rooms", "scannet"):
+        if isinstance(result[part], dict):
+            for name, s in result[part]["summary"].items():
+                print(part, name, {k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items() if k != "mean_counts"})
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except PrunekitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)

@@ -1,0 +1,49 @@
+"""scripts/bench/bench_cropr.py helpers: matched-throughput interpolation, module reuse by block."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from prunekit.errors import UsageError
+from prunekit_tokens.attach import attach_cropr
+from prunekit_tokens.config import CroprConfig
+
+SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "bench" / "bench_cropr.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_cropr", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_interpolate_on_upper_envelope(bench):
+    pts = [(1.19, 0.72), (1.34, 0.72), (1.40, 0.66), (1.57, 0.68)]  # (1.40, 0.66) is dominated
+    assert bench.interpolate(pts, 1.34) == pytest.approx(0.72)
+    assert bench.interpolate(pts, 1.455) == pytest.approx(0.70)
+    assert bench.interpolate(pts, 1.2) == pytest.approx(0.72)  # a faster point is as good
+    assert bench.interpolate(pts, 1.6) is None and bench.interpolate(pts, 1.0) is None
+    assert bench.interpolate([(1.0, 0.5), (2.0, 0.7)], 1.5) == pytest.approx(0.7)
+
+
+def test_modules_by_block_reuses_trained_weights(bench, vit_cls, images):
+    trained = CroprConfig(prune_counts=(3, 2, 1), prune_after=(0, 1, 2))
+    red = attach_cropr(vit_cls, trained)
+    with torch.no_grad():
+        for i, m in enumerate(red.cropr):
+            m.queries.fill_(float(i + 1))
+    state = red.state_dict()
+    red.remove()
+    wanted = CroprConfig(prune_counts=(4, 4), prune_after=(1, 2))
+    sub = attach_cropr(vit_cls, wanted)
+    sub.load_state_dict(bench.modules_by_block(trained, wanted, state, 4))
+    assert sub.cropr[0].queries.eq(2.0).all() and sub.cropr[1].queries.eq(3.0).all()
+    vit_cls(pixel_values=images)
+    assert sub.token_counts == [17, 17, 13, 9]
+    sub.remove()
+    with pytest.raises(UsageError, match="after block 0"):
+        bench.modules_by_block(CroprConfig(prune_counts=(2,), prune_after=(1,)), trained, state, 4)

@@ -36,7 +36,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def _from_folder(folder: Path):
-    from PIL import Image
+    try:
+        from PIL import Image
+    except ImportError:
+        raise UsageError(f"{folder}: reading an image folder needs Pillow (pip install pillow)") from None
 
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
     files = [(f, classes.index(c)) for c in classes for f in sorted((folder / c).iterdir())

@@ -56,7 +56,7 @@ def test_errors_are_one_line(cli, vit_cls, tmp_path, capsys):
 
 
 def test_folder_of_class_subfolders(cli, vit_cls, tmp_path):
-    from PIL import Image
+    Image = pytest.importorskip("PIL.Image")
 
     vit_cls.save_pretrained(tmp_path / "vit")
     rng = np.random.default_rng(0)

@@ -60,7 +60,7 @@ class CBA(nn.Module):
         self.threshold = threshold
 
     def forward(self, full: SparseVoxels, pruned: SparseVoxels, voxel_size: float, text: torch.Tensor,
-                text_pad: torch.Tensor | None = None, seed: int = 0) -> dict:
+                text_pad: torch.Tensor | None = None, seed: int = 0, threshold: float | None = None) -> dict:
         """Complete ``pruned`` (a subset of ``full``'s level) with text-relevant voxels of ``full``.
 
         Returns ``voxels`` (pruned + added, added last), ``logits``, ``rows`` (candidate rows
@@ -73,7 +73,8 @@ class CBA(nn.Module):
         xyz = (full.coords[rows].to(full.feats.dtype) + 0.5) * voxel_size
         fused, _ = self.fusion(full.feats[rows], xyz, text, text_pad, seed)
         logits = self.head(fused).squeeze(-1)
-        added = (torch.sigmoid(logits) > self.threshold) & ~pruned.contains(full.coords[rows])
+        thr = self.threshold if threshold is None else threshold
+        added = (torch.sigmoid(logits) > thr) & ~pruned.contains(full.coords[rows])
         if not bool(added.any()):
             return {"voxels": pruned, "logits": logits, "rows": rows, "xyz": xyz, "added": added, "fused": fused}
         p_xyz = (pruned.coords.to(full.feats.dtype) + 0.5) * voxel_size

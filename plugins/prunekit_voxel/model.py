@@ -84,9 +84,7 @@ class Tsp3dNet(nn.Module):
             up, rows = self.up[i](x, skip.coords)
             x = _relu(self.dec[i](up.replace(up.feats + skip.feats[rows])))
         if prune and cba:
-            if cba_threshold is not None:
-                self.cba.threshold = cba_threshold
-            res = self.cba(levels[1], x, voxel_size * levels[1].stride, t, text_pad)
+            res = self.cba(levels[1], x, voxel_size * levels[1].stride, t, text_pad, threshold=cba_threshold)
             out["cba"] = res
             x = res["voxels"]
         out["counts"][f"head_s{x.stride}"] = len(x)

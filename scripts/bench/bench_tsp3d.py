@@ -78,7 +78,9 @@ def main(argv=None) -> int:
     result = {"machine": machine_info(), "checkpoint": str(args.checkpoint), "train_info": info, "voxel_size": vs,
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "rooms": run(net, encoder, rooms, vs, tuple(args.thresholds), args.cba_threshold)}
-    if (SCANNET / "scene0000_00_vert_all.npy").exists():
+    if args.scan_limit <= 0:
+        result["scannet"] = "skipped: --scan-limit 0"
+    elif (SCANNET / "scene0000_00_vert_all.npy").exists():
         scan = load_scannet(SCANNET)
         exprs = expressions_of(scan)
         step = max(1, len(exprs) // max(1, args.scan_limit))

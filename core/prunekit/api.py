@@ -47,17 +47,26 @@ def _check_input(path: Path) -> None:
         raise InputError(f"{path}: no such file")
 
 
-def budget_from(keep: float | None = None, count: int | None = None, threshold: float | None = None) -> Budget:
+BUDGET_HELP = "give exactly one of --keep RATIO, --count N, --threshold T"
+
+
+def budget_from(keep: float | None = None, count: int | None = None, threshold: float | None = None,
+                *, required: bool = True) -> Budget | None:
+    """The budget of ``--keep/--count/--threshold``. With ``required=False`` none given gives
+    ``None``: :func:`prune_file` then asks the plugin's config (``cfg.budget_option()``, e.g.
+    LD-Pruner's ``--keep-macs``)."""
     given = [x for x in (keep, count, threshold) if x is not None]
+    if not given and not required:
+        return None
     if len(given) != 1:
-        raise UsageError("give exactly one of --keep RATIO, --count N, --threshold T")
+        raise UsageError(BUDGET_HELP)
     try:
         return Budget(keep_ratio=keep, keep_count=count, threshold=threshold)
     except ValueError as e:
         raise UsageError(str(e)) from None
 
 
-def prune_file(path: str | os.PathLike, method: str, budget: Budget, output: str | os.PathLike | None,
+def prune_file(path: str | os.PathLike, method: str, budget: Budget | None, output: str | os.PathLike | None,
                argv: Sequence[str] = (), *, force: bool = False, report_dir: str | os.PathLike | None = None,
                **options: Any) -> tuple[Report, Any]:
     """Prune the file at ``path`` with plugin ``method`` under ``budget``; write ``output``.
@@ -66,7 +75,8 @@ def prune_file(path: str | os.PathLike, method: str, budget: Budget, output: str
     ``options`` the same as keyword arguments (``band_weight=0.4``). ``output=None`` is a
     dry run. ``report_dir`` receives ``report.json`` plus whatever the domain draws there
     (``FileTarget.write_report``, optional: e.g. before/after images). Returns the report
-    and the pruned object.
+    and the pruned object. ``budget=None`` takes the budget from the plugin's own option:
+    its config's ``budget_option()`` returns a Budget or None (then it is a usage error).
     """
     path = Path(path)
     _check_input(path)
@@ -83,6 +93,12 @@ def prune_file(path: str | os.PathLike, method: str, budget: Budget, output: str
     argv = list(argv) + [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
     cfg, rest = parse_options(plugin.config, argv, allow_unknown=True)
     opts, _ = parse_options(target.options, rest)
+    own = cfg.budget_option() if hasattr(cfg, "budget_option") else None
+    if budget is None and own is None:
+        raise UsageError(BUDGET_HELP)
+    if budget is not None and own is not None:
+        raise UsageError("give either the method's own budget option or --keep/--count/--threshold, not both")
+    budget = budget or own
 
     report = Report(method=method, input=str(path), output=str(output or ""), budget=budget.describe())
     with report.time("load"):

@@ -141,7 +141,7 @@ def prune(
     """Prune FILE with METHOD. Plugin and domain options (see `plugins show METHOD`) follow."""
     from .api import budget_from, prune_file
 
-    budget = budget_from(keep, count, threshold)
+    budget = budget_from(keep, count, threshold, required=False)
     report, _ = prune_file(file, method, budget, output, ctx.args, force=force, report_dir=report_dir)
     if as_json:
         typer.echo(report.to_json())

@@ -2,8 +2,8 @@
 
 This module imports only ``prunekit``: torch and diffusers are loaded when an operation runs.
 
-``--keep R`` on the command line is a fraction of the denoiser's **MACs** per call by
-default (``--budget-over macs``): the scorer measures every operator's MACs and the
+``--keep R`` (or ``--keep-macs R``) on the command line is a fraction of the denoiser's
+**MACs** per call by default (``--budget-over macs``): the scorer measures every operator's MACs and the
 config turns the ratio into a cost budget ``R * total - fixed`` (fixed = parts that
 cannot be removed). ``--budget-over count`` keeps a fraction of the removable operators
 instead. ``--count N`` and ``--threshold T`` keep N operators / operators scoring >= T.
@@ -22,9 +22,22 @@ from prunekit.errors import UsageError
 class OperatorBudgetConfig:
     budget_over: Literal["macs", "count"] = option(
         "macs", "what --keep is a fraction of: the denoiser's MACs per call, or the removable operators")
+    keep_macs: float | None = option(
+        None, "fraction of the denoiser's MACs per call to keep, in (0, 1] (instead of --keep; implies --budget-over macs)")
     # filled in by the scorer (not options): total MACs per call and the part no removal can touch
     _total_macs: float = field(default=0.0, repr=False)
     _fixed_macs: float = field(default=0.0, repr=False)
+
+    def budget_option(self) -> Budget | None:
+        """``--keep-macs R``: the core's budget when no ``--keep/--count/--threshold`` is given."""
+        if self.keep_macs is None:
+            return None
+        if self.budget_over != "macs":
+            raise UsageError("--keep-macs is a fraction of MACs: it cannot be combined with --budget-over count")
+        try:
+            return Budget(keep_ratio=self.keep_macs)
+        except ValueError as e:
+            raise UsageError(f"--keep-macs: {e}") from None
 
     def budget(self, budget: Budget) -> Budget:
         """Turn ``--keep R`` into a MAC budget (``R * total - fixed``) when ``budget_over == "macs"``."""

@@ -54,10 +54,11 @@ def test_prune_model_dir_under_mac_budget(saved, tmp_path):
     from prunekit_diffusion.sampling import Calibration
 
     out = tmp_path / "pruned"
-    r = cli("prune", saved / "unet", "-m", "ld-pruner", "--keep", "0.65", "-o", out, "--json", *FAST)
+    r = cli("prune", saved / "unet", "-m", "ld-pruner", "--keep-macs", "0.65", "-o", out, "--json", *FAST)
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
     assert rep["after"]["macs"] <= 0.65 * rep["before"]["macs"]
+    assert rep["budget"].startswith("cost")
     assert rep["extra"]["removed"]
     model = load_pruned(out)
     ex = Calibration(n=1, cond={"class_labels": torch.zeros(1, dtype=torch.long)}).example(model)
@@ -102,6 +103,10 @@ def test_info_and_eval(saved, tmp_path):
     (["--keep", "0.7", "--budget-over", "flops"], 2, "--budget-over"),
     (["--keep", "0.7", "--guidance-scale", "3"], 2, "null"),  # UNet2DModel has no unconditional class
     (["--keep", "0.7", "--classes", "1", "--calib", "p.txt"], 2, "not both"),
+    ([], 2, "exactly one of --keep"),
+    (["--keep-macs", "0.7", "--keep", "0.7"], 2, "not both"),
+    (["--keep-macs", "1.5"], 2, "--keep-macs"),
+    (["--keep-macs", "0.7", "--budget-over", "count"], 2, "--budget-over count"),
 ])
 def test_usage_errors(saved, tmp_path, extra, code, msg):
     r = cli("prune", saved / "unet", "-m", "ld-pruner", "-o", tmp_path / "o", "--steps", "1", "--no-progress", *extra)

@@ -11,7 +11,9 @@ from .configs import LightGaussianConfig, NoConfig, RadSplatConfig, RandomConfig
 
 _TARGET = "prunekit_splat.target:SPLAT_FILES"
 _REQ = ("torch", "numpy", "scipy")
-_common = dict(domain="splat", target=_TARGET, requires=_REQ, extra="splat")
+# every splat scorer also prunes inside gsplat training (PruneStrategy(scorer=NAME), needs gsplat)
+_common = dict(domain="splat", target=_TARGET, requires=_REQ, extra="splat",
+               hooks={"gsplat": "prunekit_splat.strategy:PruneStrategy"})
 
 OPACITY = Plugin(name="opacity", description="Baseline: keep the most opaque Gaussians (sigmoid of the opacity logit)",
                  config=NoConfig, scorer="prunekit_splat.scorers:opacity", **_common)

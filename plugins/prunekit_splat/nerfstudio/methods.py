@@ -11,48 +11,20 @@ description, and choosing it exits with that reason instead of training somethin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import tyro
-from nerfstudio.plugins.types import MethodSpecification
-
-_building = False
+from prunekit.nerfstudio import method_spec
 
 
-@dataclass
-class UnavailableMethod:
-    """Stand-in trainer config of a method whose spec could not be built."""
-
-    method_name: tyro.conf.Suppress[str]
-    reason: tyro.conf.Suppress[str]
-
-    def __post_init__(self) -> None:
-        if not _building:  # tyro re-creates the config when the user picks this method
-            raise SystemExit(f"ns-train {self.method_name}: unavailable: {self.reason}")
-
-
-def build_spec(name: str) -> MethodSpecification:
-    """The ``MethodSpecification`` of ``name`` (a key of ``config.METHODS``), or a stand-in."""
-    try:
+def build_spec(name: str):
+    """The ``MethodSpecification`` of ``name`` (a key of ``config.METHODS``), or a listed stand-in."""
+    def build():
         import copy
 
         from .config import METHODS, trainer_config
 
         model, description = METHODS[name]
-        return MethodSpecification(config=trainer_config(name, copy.deepcopy(model)), description=description)
-    except Exception as e:  # noqa: BLE001 - must not escape into nerfstudio's method discovery
-        reason = f"{type(e).__name__}: {e}".splitlines()[0][:300]
-        return MethodSpecification(config=_stand_in(name, reason),  # type: ignore[arg-type]
-                                   description=f"[prunekit: unavailable: {reason}]")
+        return trainer_config(name, copy.deepcopy(model)), description
 
-
-def _stand_in(name: str, reason: str) -> UnavailableMethod:
-    global _building
-    _building = True
-    try:
-        return UnavailableMethod(name, reason)
-    finally:
-        _building = False
+    return method_spec(name, build)
 
 
 SPLATFACTO_SUNDAE = build_spec("splatfacto-sundae")

@@ -9,7 +9,7 @@ from prunekit_splat.compensation import (CompensationNet, apply, load_compensati
                                          train_compensation)
 from prunekit_splat.formats import write_scene
 from prunekit_splat.metrics import psnr
-from .tiny_scenes import one_thread, random_scene  # noqa: F401
+from .tiny_scenes import random_scene
 
 
 def test_untrained_net_is_the_identity_on_odd_sizes():

@@ -13,15 +13,6 @@ from prunekit_splat.render import SH_C0, SH_C1, accumulate_stats, project, rende
 from prunekit_splat.scene import GaussianScene
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These renders are tiny: intra-op threads only add synchronisation cost (large on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def logit(p):
     return math.log(p / (1 - p))
 

@@ -25,7 +25,7 @@ from prunekit_splat.cameras import synthesize_cameras  # noqa: E402
 from prunekit_splat.geometry import covariance  # noqa: E402
 from prunekit_splat.metrics import ssim  # noqa: E402
 from prunekit_splat.strategy import PruneStrategy, params_to_scene  # noqa: E402
-from .tiny_scenes import one_thread, random_scene  # noqa: E402,F401
+from .tiny_scenes import random_scene  # noqa: E402
 
 RES = 32
 

@@ -1,20 +1,10 @@
-"""Small random scenes and a one-thread fixture for the training-time splat tests."""
+"""Small random scenes for the training-time splat tests (one thread: see conftest.py)."""
 
 import math
 
-import pytest
 import torch
 
 from prunekit_splat.scene import SH_C0, GaussianScene
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny renders and nets: intra-op threads only add synchronisation cost on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def random_scene(n: int = 160, seed: int = 0, opacity_logit: float = 2.0, scale: float = 0.12) -> GaussianScene:

@@ -57,6 +57,8 @@ def main() -> None:
     ap.add_argument("--distill", type=int, default=400)
     ap.add_argument("--distill-keeps", default="0.1,0.3")
     ap.add_argument("--distill-method", default="best")
+    ap.add_argument("--no-drop-unseen", dest="drop_unseen", action="store_false",
+                    help="merge Gaussians no scoring view sees instead of removing them (the CLI's --no-drop-unseen)")
     args = ap.parse_args()
     st = splat_transform()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -80,6 +82,7 @@ def main() -> None:
         t = time.perf_counter()
         ctx.stats()
         stats_s = time.perf_counter() - t
+        unseen = ctx.stats()["hits"] == 0 if args.drop_unseen else None  # as `prunekit prune --merge` does
         print(f"{name}: {n} Gaussians, stats over {len(score_cams)} views in {stats_s:.1f}s", flush=True)
         masks = {}
         for m in args.methods.split(","):
@@ -93,7 +96,7 @@ def main() -> None:
                 mask = prunekit.select(scores, budget).only
                 masks[(m, k)] = (scores, budget)
                 for merge in (False, True):
-                    out = merge_progressive(scene, scores.groups["units"], budget) if merge else scene.subset(mask)
+                    out = merge_progressive(scene, scores.groups["units"], budget, drop=unseen) if merge else scene.subset(mask)
                     p, s = evaluate(out, eval_cams, refs)
                     results.append(dict(scene=name, method=m, keep=k, merge=merge, distill=0, gaussians=len(out),
                                         psnr=p, ssim=s, score_s=score_s))
@@ -119,7 +122,7 @@ def main() -> None:
                 starts = {}
                 if (best, k) in masks:
                     sc_, b_ = masks[(best, k)]
-                    starts[f"{best}+merge"] = merge_progressive(scene, sc_.groups["units"], b_)
+                    starts[f"{best}+merge"] = merge_progressive(scene, sc_.groups["units"], b_, drop=unseen)
                 if k in decimated:
                     starts["splat-transform-decimate"] = decimated[k]
                 for label, start in starts.items():

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
-from prunekit import option
+from prunekit import Budget, option
+from prunekit.errors import UsageError
 
 
 @dataclass
 class Tsp3dConfig:
     """TGP/CBA settings; defaults are the paper's inference values (METHODS.md 8.1)."""
 
-    voxel_size: float = option(0.04, "finest voxel edge in metres")
+    voxel_size: Optional[float] = option(None, "finest voxel edge in metres (default: the checkpoint's, the size it was trained at)")
     scene_threshold: float = option(0.7, "keep-score threshold of the coarser, scene-level TGP")
-    target_threshold: float = option(0.3, "keep-score threshold of the finer, target-level TGP")
+    target_threshold: float = option(0.3, "keep-score threshold of the finer, target-level TGP (the file command's "
+                                          "default budget)")
+    target_keep: Optional[float] = option(None, "file command: keep this fraction of the target-level voxels instead "
+                                                "of --target-threshold")
+    target_count: Optional[int] = option(None, "file command: keep this many target-level voxels instead of "
+                                               "--target-threshold")
     cba_threshold: float = option(0.15, "CBA adds a candidate voxel when sigmoid(logit) exceeds this")
     cba_candidates: int = option(2400, "candidate voxels CBA samples from the unpruned finest level")
     min_keep: int = option(1, "voxels every TGP level keeps whatever the scores say")
@@ -21,7 +28,7 @@ class Tsp3dConfig:
     cba: bool = option(True, "completion-based addition on")
 
     def __post_init__(self) -> None:
-        if self.voxel_size <= 0:
+        if self.voxel_size is not None and self.voxel_size <= 0:
             raise ValueError(f"voxel_size must be > 0, got {self.voxel_size}")
         for name in ("scene_threshold", "target_threshold", "cba_threshold"):
             v = getattr(self, name)
@@ -29,3 +36,24 @@ class Tsp3dConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
         if self.cba_candidates < 1 or self.min_keep < 0:
             raise ValueError("cba_candidates must be >= 1 and min_keep >= 0")
+        if self.target_keep is not None and self.target_count is not None:
+            raise ValueError("give at most one of --target-keep and --target-count")
+
+    def budget_option(self) -> Budget:
+        """The budget of the target-level TGP in ``prunekit prune -m tsp3d`` (the core ``select`` there).
+
+        The paper prunes by threshold, so this is always a budget: ``--target-threshold`` (0.3) unless
+        ``--target-keep R`` or ``--target-count N`` is given. Because the core refuses a plugin budget
+        together with ``--keep/--count/--threshold``, those three are not accepted by this method; use
+        the ``--target-*`` options.
+        """
+        if not self.tgp and (self.target_keep is not None or self.target_count is not None):
+            raise UsageError("--no-tgp keeps every voxel: --target-keep/--target-count do not apply")
+        try:
+            if self.target_keep is not None:
+                return Budget(keep_ratio=self.target_keep, floor=self.min_keep)
+            if self.target_count is not None:
+                return Budget(keep_count=self.target_count, floor=self.min_keep)
+            return Budget(threshold=self.target_threshold, floor=self.min_keep)
+        except ValueError as e:
+            raise UsageError(f"target-level budget: {e}") from None

@@ -12,6 +12,8 @@ TSP3D = Plugin(
     description="TSP3D: text-guided pruning of sparse voxels (TGP) with completion-based addition (CBA), pure PyTorch",
     config=Tsp3dConfig,
     paper="Guo et al., Text-guided Sparse Voxel Pruning for Efficient 3D Visual Grounding, CVPR 2025 (arXiv 2502.10392)",
+    scorer="prunekit_voxel.target:tsp3d_scorer",
+    target="prunekit_voxel.target:TARGET",
     hooks={
         "tgp": "prunekit_voxel.tgp:TGP",
         "cba": "prunekit_voxel.cba:CBA",

@@ -85,6 +85,10 @@ def _encoder():
     """The frozen text encoder, loaded once per process."""
     global _ENCODER
     if _ENCODER is None:
+        with contextlib.suppress(Exception):  # no "Loading weights" bar on the CLI's stderr
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
         from .text import TextEncoder
 
         _ENCODER = TextEncoder()

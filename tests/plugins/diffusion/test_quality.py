@@ -2,13 +2,13 @@
 
 import gzip
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from ...shared_data import DATA
 
-MNIST = Path(__file__).resolve().parents[4] / "shared" / "data" / "mnist"
+MNIST = DATA / "mnist"
 
 
 def test_frechet_distance_closed_forms():

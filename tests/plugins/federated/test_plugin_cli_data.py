@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ...shared_data import DATA
 
 
-MNIST = Path(__file__).resolve().parents[4] / "shared" / "data" / "mnist"
+MNIST = DATA / "mnist"
 
 
 def test_plugin_specs_import_only_prunekit():

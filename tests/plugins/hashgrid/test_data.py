@@ -2,7 +2,6 @@
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +10,9 @@ from PIL import Image
 
 from prunekit import InputError
 from prunekit_hashgrid.data import camera_rays, load_transforms, look_at, split
+from ...shared_data import DATA
 
-FOX = Path(__file__).resolve().parents[4] / "shared" / "data" / "fox" / "transforms.json"
+FOX = DATA / "fox" / "transforms.json"
 
 
 def _capture(tmp_path, n_frames=3, present=(0, 2)):

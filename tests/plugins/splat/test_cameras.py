@@ -13,8 +13,9 @@ import torch
 from prunekit.errors import InputError
 from prunekit_splat.cameras import Camera, load_cameras, synthesize_cameras, write_cameras_json
 from prunekit_splat.scene import GaussianScene
+from ...shared_data import DATA
 
-FOX = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "fox" / "transforms.json"
+FOX = DATA / "fox" / "transforms.json"
 
 
 def to_cam(cam: Camera, p_world) -> torch.Tensor:

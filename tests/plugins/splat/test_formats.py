@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +14,9 @@ from prunekit.errors import InputError, UsageError
 from prunekit_splat.formats import SUFFIXES, WRITE_SUFFIXES, read_scene, write_scene
 from prunekit_splat.scene import SH_C0, GaussianScene
 from .splat_ply_builder import inria_columns, make_ply
+from ...shared_data import DATA
 
-DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "splats"
+SPLATS = DATA / "splats"
 K_OF = {0: 0, 1: 3, 2: 8, 3: 15}
 
 
@@ -154,21 +154,21 @@ def test_empty_scene_round_trip(tmp_path):
 
 
 # ------------------------------------------------------------------------------ real files
-@pytest.mark.skipif(not (DATA / "donut.ply").exists(), reason="shared data absent")
+@pytest.mark.skipif(not (SPLATS / "donut.ply").exists(), reason="shared data absent")
 def test_real_donut(tmp_path):
-    s = read_scene(DATA / "donut.ply")
+    s = read_scene(SPLATS / "donut.ply")
     assert len(s) == 45_624 and s.sh_degree == 0 and not s.extra and s.meta["repairs"] == {}
     assert bool((s.quats.norm(dim=1) > 0).all()) and 0.0 < float(s.opacity.mean()) < 1.0
     write_scene(s, tmp_path / "d.ply")
-    assert (tmp_path / "d.ply").read_bytes() == (DATA / "donut.ply").read_bytes()
+    assert (tmp_path / "d.ply").read_bytes() == (SPLATS / "donut.ply").read_bytes()
 
 
-@pytest.mark.skipif(not (DATA / "train-1000.ply").exists(), reason="shared data absent")
+@pytest.mark.skipif(not (SPLATS / "train-1000.ply").exists(), reason="shared data absent")
 def test_real_train_1000(tmp_path):
-    s = read_scene(DATA / "train-1000.ply")
+    s = read_scene(SPLATS / "train-1000.ply")
     assert len(s) == 1000 and s.sh_degree == 3 and s.extra["normals"].shape == (1000, 3)
     write_scene(s, tmp_path / "t.ply")
-    assert (tmp_path / "t.ply").read_bytes() == (DATA / "train-1000.ply").read_bytes()
+    assert (tmp_path / "t.ply").read_bytes() == (SPLATS / "train-1000.ply").read_bytes()
     write_scene(s, tmp_path / "t.pt")
     assert_same(read_scene(tmp_path / "t.pt"), s)
 

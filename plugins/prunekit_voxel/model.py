@@ -88,12 +88,16 @@ class Tsp3dNet(nn.Module):
             out["cba"] = res
             x = res["voxels"]
         out["counts"][f"head_s{x.stride}"] = len(x)
+        obj, boxes = self.predict_boxes(x, t, text_pad, voxel_size)
+        out.update(voxels=x, objectness=obj, boxes=boxes, box=boxes[int(obj.argmax())])
+        return out
+
+    def predict_boxes(self, x: SparseVoxels, t: torch.Tensor, text_pad, voxel_size: float):
+        """Objectness logit and box (centre offset from the voxel centre and log-size, both in units
+        of the voxel edge) per voxel of the last level: ([N], [N, 6] as centre + size in metres)."""
         fused, _ = self.head_fusion(x.feats, centers(x, voxel_size), t, text_pad)
         pred = self.head(fused)
-        obj = pred[:, 0]
         size = voxel_size * x.stride
         ctr = centers(x, voxel_size) + pred[:, 1:4] * size
         dims = torch.exp(pred[:, 4:7].clamp(max=6.0)) * size
-        best = int(obj.argmax())
-        out.update(voxels=x, objectness=obj, boxes=torch.cat([ctr, dims], 1), box=torch.cat([ctr[best], dims[best]]))
-        return out
+        return pred[:, 0], torch.cat([ctr, dims], 1)

@@ -142,9 +142,7 @@ def stage_to_target_level(net, vox, tokens, pad, *, voxel_size: float, prune: bo
 def finish_from_mask(net, st: dict, keep, pad, *, voxel_size: float, prune: bool, cba: bool,
                      cba_threshold: float) -> dict:
     """The rest of ``Tsp3dNet.forward`` after the target-level TGP mask ``keep`` (bool over ``st["x"]``)."""
-    import torch
-
-    from .model import _relu, centers
+    from .model import _relu
 
     levels, t, x, counts = st["levels"], st["t"], st["x"], dict(st["counts"])
     if prune:
@@ -158,14 +156,9 @@ def finish_from_mask(net, st: dict, keep, pad, *, voxel_size: float, prune: bool
         added = len(res["voxels"]) - len(x)
         x = res["voxels"]
     counts[f"head_s{x.stride}"] = len(x)
-    fused, _ = net.head_fusion(x.feats, centers(x, voxel_size), t, pad)
-    pred = net.head(fused)
-    obj = pred[:, 0]
-    size = voxel_size * x.stride
-    ctr = centers(x, voxel_size) + pred[:, 1:4] * size
-    dims = torch.exp(pred[:, 4:7].clamp(max=6.0)) * size
+    obj, boxes = net.predict_boxes(x, t, pad, voxel_size)
     best = int(obj.argmax())
-    return {"voxels": x, "box": torch.cat([ctr[best], dims[best]]).detach(), "objectness": float(obj[best]),
+    return {"voxels": x, "box": boxes[best].detach(), "objectness": float(obj[best]),
             "counts": counts, "cba_added": added}
 
 

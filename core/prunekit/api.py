@@ -53,7 +53,7 @@ BUDGET_HELP = "give exactly one of --keep RATIO, --count N, --threshold T"
 def budget_from(keep: float | None = None, count: int | None = None, threshold: float | None = None,
                 *, required: bool = True) -> Budget | None:
     """The budget of ``--keep/--count/--threshold``. With ``required=False`` none given gives
-    ``None``: :func:`prune_file` then asks the plugin's config (``cfg.budget_option()``, e.g.
+    ``None``: :func:`prune_file` then asks the plugin's config (``cfg.budget_option(None)``, e.g.
     LD-Pruner's ``--keep-macs``)."""
     given = [x for x in (keep, count, threshold) if x is not None]
     if not given and not required:
@@ -75,8 +75,9 @@ def prune_file(path: str | os.PathLike, method: str, budget: Budget | None, outp
     ``options`` the same as keyword arguments (``band_weight=0.4``). ``output=None`` is a
     dry run. ``report_dir`` receives ``report.json`` plus whatever the domain draws there
     (``FileTarget.write_report``, optional: e.g. before/after images). Returns the report
-    and the pruned object. ``budget=None`` takes the budget from the plugin's own option:
-    its config's ``budget_option()`` returns a Budget or None (then it is a usage error).
+    and the pruned object. A plugin config with ``budget_option(given)`` decides the budget from
+    the one given here (or None) and its own options (e.g. LD-Pruner's ``--keep-macs``, TSP3D's
+    paper threshold as the default); no budget either way is a usage error.
     """
     path = Path(path)
     _check_input(path)
@@ -93,12 +94,10 @@ def prune_file(path: str | os.PathLike, method: str, budget: Budget | None, outp
     argv = list(argv) + [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
     cfg, rest = parse_options(plugin.config, argv, allow_unknown=True)
     opts, _ = parse_options(target.options, rest)
-    own = cfg.budget_option() if hasattr(cfg, "budget_option") else None
-    if budget is None and own is None:
+    if hasattr(cfg, "budget_option"):
+        budget = cfg.budget_option(budget)
+    if budget is None:
         raise UsageError(BUDGET_HELP)
-    if budget is not None and own is not None:
-        raise UsageError("give either the method's own budget option or --keep/--count/--threshold, not both")
-    budget = budget or own
 
     report = Report(method=method, input=str(path), output=str(output or ""), budget=budget.describe())
     with report.time("load"):

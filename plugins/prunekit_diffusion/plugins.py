@@ -28,10 +28,12 @@ class OperatorBudgetConfig:
     _total_macs: float = field(default=0.0, repr=False)
     _fixed_macs: float = field(default=0.0, repr=False)
 
-    def budget_option(self) -> Budget | None:
-        """``--keep-macs R``: the core's budget when no ``--keep/--count/--threshold`` is given."""
+    def budget_option(self, given: Budget | None) -> Budget | None:
+        """``--keep-macs R`` as the budget, when no ``--keep/--count/--threshold`` is ``given``."""
         if self.keep_macs is None:
-            return None
+            return given
+        if given is not None:
+            raise UsageError("give either --keep-macs or --keep/--count/--threshold, not both")
         if self.budget_over != "macs":
             raise UsageError("--keep-macs is a fraction of MACs: it cannot be combined with --budget-over count")
         try:

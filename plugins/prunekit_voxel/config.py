@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from prunekit import Budget, option
@@ -39,16 +39,20 @@ class Tsp3dConfig:
         if self.target_keep is not None and self.target_count is not None:
             raise ValueError("give at most one of --target-keep and --target-count")
 
-    def budget_option(self) -> Budget:
+    def budget_option(self, given: Budget | None = None) -> Budget:
         """The budget of the target-level TGP in ``prunekit prune -m tsp3d`` (the core ``select`` there).
 
-        The paper prunes by threshold, so this is always a budget: ``--target-threshold`` (0.3) unless
-        ``--target-keep R`` or ``--target-count N`` is given. Because the core refuses a plugin budget
-        together with ``--keep/--count/--threshold``, those three are not accepted by this method; use
-        the ``--target-*`` options.
+        The paper prunes by threshold, so there is always one: ``--keep/--count/--threshold`` when
+        given (with the ``min_keep`` floor), else ``--target-keep R`` or ``--target-count N``, else
+        ``--target-threshold`` (0.3).
         """
-        if not self.tgp and (self.target_keep is not None or self.target_count is not None):
-            raise UsageError("--no-tgp keeps every voxel: --target-keep/--target-count do not apply")
+        own = self.target_keep is not None or self.target_count is not None
+        if not self.tgp and (own or given is not None):
+            raise UsageError("--no-tgp keeps every voxel: no keep budget applies")
+        if given is not None:
+            if own:
+                raise UsageError("give either --keep/--count/--threshold or --target-keep/--target-count, not both")
+            return replace(given, floor=max(given.floor, self.min_keep))
         try:
             if self.target_keep is not None:
                 return Budget(keep_ratio=self.target_keep, floor=self.min_keep)

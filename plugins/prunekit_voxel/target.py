@@ -6,7 +6,7 @@ loads the checkpoint and encodes the text (frozen all-MiniLM-L6-v2); the scorer 
 the checkpoint's voxel size, runs the encoder, the scene-level TGP (its own ``select`` by
 ``--scene-threshold``) and the neck up to the target-level TGP, and returns the target-level keep scores
 of the stride-4 voxels (group ``s4``). The core ``select`` turns those into the mask under the budget
-(default: the config's ``budget_option()``, ``threshold = --target-threshold`` as in the paper); ``apply``
+(the config's ``budget_option(given)``: ``--keep/--count/--threshold`` when given, else ``--target-keep/--target-count``, else ``threshold = --target-threshold`` as in the paper); ``apply``
 continues the network from that mask (upsampling to stride 2, CBA, head) and keeps the input points that
 lie in the stride-2 voxels of the last level. The staged run is the same computation as
 ``Tsp3dNet.forward`` (tested). The predicted box goes into ``report.extra["tsp3d"]`` and, when an output

@@ -125,6 +125,11 @@ def test_no_tgp_keeps_every_point_and_target_keep_budget(files, tmp_path):
              "--no-cba", "--scene-threshold", "0")
     assert r.exit_code == 0, r.output
     assert 0 < len(np.load(out2)) < len(np.load(scan))
+    out3 = tmp_path / "core_keep.npy"  # the core's --keep is the same budget as --target-keep
+    r = _run(scan, "-m", "tsp3d", "--text", TEXT, "--checkpoint", ckpt, "-o", out3, "--keep", "0.2",
+             "--no-cba", "--scene-threshold", "0")
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(np.load(out3), np.load(out2))
 
 
 @pytest.mark.parametrize("case", ["no_text", "no_ckpt", "corrupt_ckpt", "bad_file", "missing_file", "keep_flag"])
@@ -149,7 +154,7 @@ def test_bad_input_is_one_line_and_writes_nothing(files, tmp_path, case):
     elif case == "missing_file":
         args[0] = tmp_path / "nope.npy"
     elif case == "keep_flag":
-        args += ["--keep", "0.5"]
+        args += ["--keep", "0.5", "--target-keep", "0.5"]
         code = 2
     r = _run(*args)
     assert r.exit_code == code, r.output

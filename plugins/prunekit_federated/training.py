@@ -51,35 +51,26 @@ def train_local(model: torch.nn.Module, data, mask: Mask | None, *, epochs: int,
     named = dict(model.named_parameters())
     params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
-    res = LocalResult()
     sums = {k: torch.zeros(named[k].numel()) for k in (collect_grads or {})}
-    total = 0.0
-    for epoch in range(epochs):
-        for idx in batches(len(data), batch_size, seed * 1000 + epoch):
-            x, y = data.x[idx], data.y[idx]
-            opt.zero_grad(set_to_none=True)
-            meter = ActivationMeter(model) if res.steps == 0 else None
-            with meter or contextlib.nullcontext():
-                loss = F.cross_entropy(model(x), y)
-                if penalty is not None:
-                    loss = loss + penalty(model)
-            loss.backward()
-            for k in sums:
-                g = named[k].grad
-                if g is not None:
-                    sums[k] += g.detach().flatten()
-            if mask is not None:
-                mask_gradients(model, mask)
-            opt.step()
-            if mask is not None:
-                apply_mask(model, mask)
-            if meter is not None:
-                _record_step(res, meter)
-            total += float(loss.detach()) * len(idx)
-            res.examples += len(idx)
-            res.steps += 1
-    res.examples //= max(epochs, 1)
-    res.loss = total / max(res.examples * epochs, 1)
+
+    def loss_of(x, y):
+        loss = F.cross_entropy(model(x), y)
+        return loss + penalty(model) if penalty is not None else loss
+
+    def after_backward():
+        for k in sums:
+            g = named[k].grad
+            if g is not None:
+                sums[k] += g.detach().flatten()
+        if mask is not None:
+            mask_gradients(model, mask)
+
+    def after_step():
+        if mask is not None:
+            apply_mask(model, mask)
+
+    res = sgd_epochs(model, data, opt, loss_of, epochs=epochs, batch_size=batch_size, seed=seed,
+                     after_backward=after_backward, after_step=after_step)
     res.grad_sum = {k: v / max(res.steps, 1) for k, v in sums.items()}
     return res
 
@@ -89,6 +80,37 @@ def _record_step(res: LocalResult, meter: ActivationMeter) -> None:
     meter.sample()
     res.activation_bytes = meter.bytes
     res.step_peak_bytes = meter.peak_heap_bytes
+
+
+def sgd_epochs(model: torch.nn.Module, data, opt, loss_of: Callable, *, epochs: int, batch_size: int, seed: int,
+               after_backward: Callable[[], None] | None = None,
+               after_step: Callable[[], None] | None = None) -> LocalResult:
+    """The local loop both client kinds share: seeded batches, ``loss_of(x, y)``, backward,
+    ``after_backward`` (gradient masking), step, ``after_step`` (re-masking); the first step's
+    activation memory is measured. Returns steps, examples per epoch and the mean loss."""
+    res = LocalResult()
+    total = 0.0
+    for epoch in range(epochs):
+        for idx in batches(len(data), batch_size, seed * 1000 + epoch):
+            x, y = data.x[idx], data.y[idx]
+            opt.zero_grad(set_to_none=True)
+            meter = ActivationMeter(model) if res.steps == 0 else None
+            with meter or contextlib.nullcontext():
+                loss = loss_of(x, y)
+            loss.backward()
+            if after_backward is not None:
+                after_backward()
+            opt.step()
+            if after_step is not None:
+                after_step()
+            if meter is not None:
+                _record_step(res, meter)
+            total += float(loss.detach()) * len(idx)
+            res.examples += len(idx)
+            res.steps += 1
+    res.examples //= max(epochs, 1)
+    res.loss = total / max(res.examples * epochs, 1)
+    return res
 
 
 def topk_inactive(grad: torch.Tensor, inactive: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,27 +231,11 @@ def train_signs(model: torch.nn.Module, base: Mapping[str, torch.Tensor], mask: 
     others = [p for n, p in model.named_parameters() if n not in base]
     opt = torch.optim.SGD([{"params": list(score_params.values()), "lr": score_lr},
                            {"params": others, "lr": lr}], lr=lr, momentum=momentum)
-    res = LocalResult()
-    total = 0.0
-    for epoch in range(epochs):
-        for idx in batches(len(data), batch_size, seed * 1000 + epoch):
-            x, y = data.x[idx], data.y[idx]
-            opt.zero_grad(set_to_none=True)
-            meter = ActivationMeter(model) if res.steps == 0 else None
-            with meter or contextlib.nullcontext():
-                out = functional_call(model, signed_weights(base, mask, score_params), (x,))
-                loss = F.cross_entropy(out, y)
-            loss.backward()
-            opt.step()
-            if meter is not None:
-                _record_step(res, meter)
-            total += float(loss.detach()) * len(idx)
-            res.examples += len(idx)
-            res.steps += 1
+    res = sgd_epochs(model, data, opt,
+                     lambda x, y: F.cross_entropy(functional_call(model, signed_weights(base, mask, score_params), (x,)), y),
+                     epochs=epochs, batch_size=batch_size, seed=seed)
     for k, p in score_params.items():
         scores[k] = p.detach()
-    res.examples //= max(epochs, 1)
-    res.loss = total / max(res.examples * epochs, 1)
     return res
 
 

@@ -15,7 +15,8 @@ scheduler's (e.g. ``DDPMScheduler``; a DDIM scheduler's ``add_noise`` is the sam
 from __future__ import annotations
 
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -23,11 +24,38 @@ import torch.nn.functional as F
 from .sampling import denoise
 
 
+@contextmanager
+def no_label_dropout(model: torch.nn.Module) -> Iterator[None]:
+    """Switch off diffusers' train-mode class-label dropout (``LabelEmbedding.dropout_prob``) inside the block.
+
+    diffusers' DiT gives every transformer block its own ``LabelEmbedding``, each dropping labels
+    to the null class independently (p = 0.1) in train mode, so one sample's blocks disagree about
+    its class. Distillation must condition the student like the (eval-mode) teacher, and a trainer
+    that wants classifier-free-guidance dropout should drop a label once per sample itself.
+    """
+    saved = [(m, m.dropout_prob) for m in model.modules() if type(m).__name__ == "LabelEmbedding"]
+    for m, _ in saved:
+        m.dropout_prob = 0.0
+    try:
+        yield
+    finally:
+        for m, p in saved:
+            m.dropout_prob = p
+
+
 def distill_finetune(student: torch.nn.Module, teacher: torch.nn.Module, scheduler, data: torch.Tensor,
                      cond: dict[str, torch.Tensor] | None = None, *, steps: int = 200, batch_size: int = 32,
                      lr: float = 2e-4, alpha: float = 1.0, seed: int = 0, log_every: int = 50) -> list[dict[str, Any]]:
-    """Fine-tune ``student`` in place; returns a loss log. ``teacher`` is only evaluated."""
-    cond = cond or {}
+    """Fine-tune ``student`` in place; returns a loss log. ``teacher`` is only evaluated.
+
+    The student trains without label dropout (:func:`no_label_dropout`): it is taught the
+    teacher's conditional outputs.
+    """
+    with no_label_dropout(student):
+        return _finetune(student, teacher, scheduler, data, cond or {}, steps, batch_size, lr, alpha, seed, log_every)
+
+
+def _finetune(student, teacher, scheduler, data, cond, steps, batch_size, lr, alpha, seed, log_every):
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr, weight_decay=0.0)
     teacher.eval()

@@ -1,14 +1,15 @@
 #!/usr/bin/env python
 """LD-Pruner benchmark on real MNIST-trained diffusers denoisers (UNet2DModel and DiT).
 
-Needs the cached models of ``scripts/train_mnist_diffusion.py`` (out/mnist16/). For each
+Needs the cached models of ``scripts/train_mnist_diffusion.py`` (.cache/mnist16/). For each
 denoiser, in one run on one machine:
 
 - LD-Pruner (``prune_denoiser``) and the random-operator baseline (several seeds) under
   the same MAC budget ``--keep`` (fraction of the denoiser's MACs per call);
 - parameters and MACs (measured with the FLOP counter), and denoiser latency
-  (batch ``--latency-batch``, median of interleaved repeats) as a ratio to the
-  unpruned model measured in the same loop;
+  (batch ``--latency-batch``, median of interleaved repeats, process CPU time of the
+  single-threaded call, wall time beside it) as a ratio to the unpruned model measured
+  in the same loop;
 - quality: class accuracy of generated digits (DDIM, ``--eval-steps`` steps, labels
   0..9 in turn) judged by the digit classifier, and the Fréchet distance between the
   classifier's features of generated and held-out real digits (images 8000..9999);
@@ -17,7 +18,9 @@ denoiser, in one run on one machine:
 - a real-data reference row: held-out accuracy of the classifier on real digits and the
   Fréchet distance of real training digits to the held-out ones (the meter's floor);
 - the same quality after a short recovery fine-tune (noise loss + output distillation
-  from the unpruned model, ``--ft-steps`` steps) for LD-Pruner, random seed 0 and magnitude.
+  from the unpruned model, ``--ft-steps`` steps) for every pruned variant, and the same
+  fine-tune applied to the unpruned model itself (control: what the extra steps alone do);
+- a ``summary`` per model with the issue-6 targets evaluated (see :func:`summarize`).
 
 Writes ``bench-out/ldpruner.json`` (with ``machine_info()``). ``--combine A.json B.json``
 merges per-model result files of parallel runs into ``--out`` instead of benchmarking.
@@ -40,47 +43,34 @@ DATA = ROOT.parent / "shared" / "data" / "mnist"
 N_TRAIN = 8000
 
 
-def load_classifier(folder: Path):
-    from safetensors.torch import load_file
+def quality(model, scheduler, clf, real_feats, n: int, steps: int) -> dict:
+    from prunekit_diffusion.quality import sample_quality
 
-    from prunekit_diffusion.quality import DigitClassifier
-
-    clf = DigitClassifier()
-    clf.load_state_dict(load_file(str(folder / "classifier.safetensors")))
-    return clf.eval()
-
-
-@torch.no_grad()
-def quality(model, scheduler, clf, real_feats, n: int, steps: int, seed: int = 10_000) -> dict:
-    from prunekit_diffusion.quality import classifier_metrics
-    from prunekit_diffusion.sampling import Calibration, sample_latents
-
-    labels = torch.arange(n) % 10
-    calib = Calibration(n=n, steps=steps, seed=seed, batch_size=100, cond={"class_labels": labels})
-    t0 = time.perf_counter()
-    x = sample_latents(model.eval(), scheduler, calib).clamp(-1, 1)
-    m = classifier_metrics(clf, x, labels, real_feats)
-    m["sampling_seconds"] = time.perf_counter() - t0
-    return m
+    return sample_quality(model, scheduler, clf, real_feats, n, steps)
 
 
 @torch.no_grad()
 def latencies(models: dict, batch: int, repeats: int, size: int) -> dict:
+    """Median time of one denoiser call per model, interleaved; process CPU time (single thread:
+    robust to other jobs on a shared machine) and wall time."""
     from prunekit_diffusion.sampling import denoise
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 1, size, size, generator=g)
     kw = {"class_labels": torch.arange(batch) % 10}
     t = torch.tensor(500)
-    times = {k: [] for k in models}
+    cpu = {k: [] for k in models}
+    wall = {k: [] for k in models}
     for m in models.values():  # warm-up
         denoise(m.eval(), x, t, kw)
     for _ in range(repeats):
         for k, m in models.items():
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             denoise(m, x, t, kw)
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+            cpu[k].append(time.process_time() - c0)
+            wall[k].append(time.perf_counter() - t0)
+    return {"cpu": {k: statistics.median(v) for k, v in cpu.items()},
+            "wall": {k: statistics.median(v) for k, v in wall.items()}}
 
 
 def sizes(model, calib) -> dict:
@@ -99,19 +89,6 @@ def recover(model, base, sched, a, clf, real_feats, train_x, train_y) -> dict:
                            batch_size=a.ft_batch, lr=a.ft_lr, seed=a.seed)
     return {"steps": a.ft_steps, "seconds": time.perf_counter() - t1, "log": log,
             "quality": quality(student, sched, clf, real_feats, a.eval_n, a.eval_steps)}
-
-
-def finetune_control(kind: str, a, clf, real_feats, train_x, train_y) -> dict:
-    """The same recovery fine-tune applied to the *unpruned* model (student = a copy of the teacher).
-
-    Separates what the extra training steps do from what recovering from pruning does: on an
-    undertrained model, fine-tuning alone can raise quality.
-    """
-    from prunekit_diffusion.pipeline import ClassConditionalPipeline
-
-    pipe = ClassConditionalPipeline.from_pretrained(a.models_dir / kind)
-    base = pipe.denoiser.eval()
-    return recover(base, base, pipe.scheduler, a, clf, real_feats, train_x, train_y)
 
 
 def bench_model(kind: str, a, clf, real_feats, train_x, train_y) -> dict:
@@ -148,56 +125,80 @@ def bench_model(kind: str, a, clf, real_feats, train_x, train_y) -> dict:
     lat = latencies({"unpruned": base, **{k: v[0] for k, v in variants.items()}}, a.latency_batch,
                     a.latency_repeats, base.config.sample_size)
     out["latency_seconds"] = lat
+    if a.ft_steps > 0:  # control: the same fine-tune on the unpruned model (student = a copy of the teacher)
+        print(f"[{kind}] unpruned: the same recovery fine-tune (control)", flush=True)
+        out["unpruned"]["finetune_control"] = recover(base, base, sched, a, clf, real_feats, train_x, train_y)
     res = {}
     for name, (model, removed, info) in variants.items():
         print(f"[{kind}] {name}: removed {len(removed)} operators; quality before fine-tune", flush=True)
         sz = sizes(model, calib)
         entry = {
             **sz, "mac_ratio": sz["macs"] / out["unpruned"]["macs"], "param_ratio": sz["params"] / out["unpruned"]["params"],
-            "latency_ratio": lat[name] / lat["unpruned"], "removed": removed, **info,
+            "latency_ratio": lat["cpu"][name] / lat["cpu"]["unpruned"],
+            "latency_ratio_wall": lat["wall"][name] / lat["wall"]["unpruned"], "removed": removed, **info,
             "quality": quality(model, sched, clf, real_feats, a.eval_n, a.eval_steps),
         }
-        if name in ("ld-pruner", "random-0", "magnitude") and a.ft_steps > 0:
+        if a.ft_steps > 0:
             print(f"[{kind}] {name}: recovery fine-tune ({a.ft_steps} steps)", flush=True)
             entry["finetune"] = recover(model, base, sched, a, clf, real_feats, train_x, train_y)
         res[name] = entry
     out["pruned"] = res
-    base_acc = out["unpruned"]["quality"]["accuracy"]
-    ldq = res["ld-pruner"]
-    rnd = [v for k, v in res.items() if k.startswith("random-")]
-    out["summary"] = {
-        "keep_macs": a.keep,
-        "ld_mac_ratio": ldq["mac_ratio"], "ld_latency_ratio": ldq["latency_ratio"],
-        "ld_accuracy_before_ft": ldq["quality"]["accuracy"], "ld_frechet_before_ft": ldq["quality"]["frechet"],
-        "ld_accuracy_after_ft": ldq.get("finetune", {}).get("quality", {}).get("accuracy"),
-        "ld_frechet_after_ft": ldq.get("finetune", {}).get("quality", {}).get("frechet"),
-        "unpruned_accuracy": base_acc, "unpruned_frechet": out["unpruned"]["quality"]["frechet"],
-        "random_mean_mac_ratio": statistics.mean(v["mac_ratio"] for v in rnd) if rnd else None,
-        "random_mean_accuracy_before_ft": statistics.mean(v["quality"]["accuracy"] for v in rnd) if rnd else None,
-        "random_mean_frechet_before_ft": statistics.mean(v["quality"]["frechet"] for v in rnd) if rnd else None,
-        "random0_accuracy_after_ft": res.get("random-0", {}).get("finetune", {}).get("quality", {}).get("accuracy"),
-        "random0_frechet_after_ft": res.get("random-0", {}).get("finetune", {}).get("quality", {}).get("frechet"),
-    }
-    if "magnitude" in res:
-        mq = res["magnitude"]
-        out["summary"].update({
-            "magnitude_mac_ratio": mq["mac_ratio"], "magnitude_latency_ratio": mq["latency_ratio"],
-            "magnitude_accuracy_before_ft": mq["quality"]["accuracy"], "magnitude_frechet_before_ft": mq["quality"]["frechet"],
-            "magnitude_accuracy_after_ft": mq.get("finetune", {}).get("quality", {}).get("accuracy"),
-            "magnitude_frechet_after_ft": mq.get("finetune", {}).get("quality", {}).get("frechet"),
-        })
+    out["summary"] = summarize(out, a)
     return out
+
+
+def summarize(out: dict, a) -> dict:
+    """Headline figures and the issue-6 targets, from one model's results.
+
+    Targets: latency ratio <= 0.70 (>= 30 % cut); LD-Pruner's accuracy after recovery within 5 %
+    (relative) of the unpruned model's, judged against both the original unpruned model and the
+    unpruned model given the same fine-tune; LD-Pruner above random (mean over seeds) and magnitude
+    at equal MACs, in accuracy (higher) and Fréchet distance (lower), after recovery.
+    """
+    res = out["pruned"]
+    acc = lambda v, ft: (v.get("finetune", {}).get("quality", {}) if ft else v["quality"]).get("accuracy")
+    fd = lambda v, ft: (v.get("finetune", {}).get("quality", {}) if ft else v["quality"]).get("frechet")
+    mean = lambda xs: statistics.mean(xs) if xs and None not in xs else None
+    rnd = [v for k, v in res.items() if k.startswith("random-")]
+    ld, mag = res["ld-pruner"], res.get("magnitude")
+    base = out["unpruned"]
+    ctl = base.get("finetune_control")
+    s = {"keep_macs": a.keep, "eval_n": a.eval_n,
+         "accuracy_standard_error": (lambda p: (p * (1 - p) / a.eval_n) ** 0.5)(base["quality"]["accuracy"]),
+         "unpruned_accuracy": base["quality"]["accuracy"], "unpruned_frechet": base["quality"]["frechet"],
+         "unpruned_accuracy_after_same_ft": ctl["quality"]["accuracy"] if ctl else None,
+         "unpruned_frechet_after_same_ft": ctl["quality"]["frechet"] if ctl else None}
+    rows = {"ld": [ld], "random_mean": rnd, **({"magnitude": [mag]} if mag else {})}
+    for key, vs in rows.items():
+        s[f"{key}_mac_ratio"] = mean([v["mac_ratio"] for v in vs])
+        s[f"{key}_latency_ratio"] = mean([v["latency_ratio"] for v in vs])
+        for ft, tag in ((False, "before_ft"), (True, "after_ft")):
+            s[f"{key}_accuracy_{tag}"] = mean([acc(v, ft) for v in vs])
+            s[f"{key}_frechet_{tag}"] = mean([fd(v, ft) for v in vs])
+    if s["ld_accuracy_after_ft"] is not None:
+        after = s["ld_accuracy_after_ft"]
+        others = [k for k in ("random_mean", "magnitude") if k in rows]
+        s["targets"] = {
+            "latency_cut_30pct": s["ld_latency_ratio"] <= 0.70,
+            "accuracy_within_5pct_of_unpruned": after >= 0.95 * s["unpruned_accuracy"],
+            "accuracy_within_5pct_of_unpruned_same_ft": after >= 0.95 * s["unpruned_accuracy_after_same_ft"] if ctl else None,
+            "beats_baselines_accuracy_after_ft": all(after > s[f"{k}_accuracy_after_ft"] for k in others),
+            "beats_baselines_frechet_after_ft": all(s["ld_frechet_after_ft"] < s[f"{k}_frechet_after_ft"] for k in others),
+            "beats_baselines_accuracy_before_ft": all(s["ld_accuracy_before_ft"] > s[f"{k}_accuracy_before_ft"] for k in others),
+            "beats_baselines_frechet_before_ft": all(s["ld_frechet_before_ft"] < s[f"{k}_frechet_before_ft"] for k in others),
+        }
+    return s
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="unet,dit", help="comma-separated: unet, dit")
-    ap.add_argument("--models-dir", type=Path, default=ROOT / "out" / "mnist16")
+    ap.add_argument("--models-dir", type=Path, default=ROOT / ".cache" / "mnist16")
     ap.add_argument("--keep", type=float, default=0.65, help="fraction of the denoiser's MACs to keep")
     ap.add_argument("--random-seeds", type=int, default=3)
     ap.add_argument("--calib-n", type=int, default=20)
     ap.add_argument("--calib-steps", type=int, default=10)
-    ap.add_argument("--eval-n", type=int, default=300)
+    ap.add_argument("--eval-n", type=int, default=500)
     ap.add_argument("--eval-steps", type=int, default=20)
     ap.add_argument("--ft-steps", type=int, default=300)
     ap.add_argument("--ft-batch", type=int, default=32)
@@ -212,8 +213,6 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench-out" / "ldpruner.json")
     ap.add_argument("--merge", action="store_true", help="keep results of models not benchmarked in this run")
     ap.add_argument("--combine", type=Path, nargs="+", help="merge these result files into --out and exit")
-    ap.add_argument("--control-only", action="store_true",
-                    help="only fine-tune the unpruned models (same recipe) and add that to --out's results")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
 
@@ -229,13 +228,13 @@ def main() -> None:
         print(f"wrote {a.out} ({', '.join(merged['models'])})")
         return
     from prunekit.report import machine_info
-    from prunekit_diffusion.quality import classifier_metrics, load_mnist
+    from prunekit_diffusion.quality import classifier_metrics, load_classifier, load_mnist
 
     if not (a.models_dir / "classifier.safetensors").exists():
         sys.exit(f"no trained models in {a.models_dir}: run scripts/train_mnist_diffusion.py first")
     clf_info = json.loads((a.models_dir / "classifier.json").read_text())
     x, y = load_mnist(DATA, size=clf_info.get("size", 32))
-    clf = load_classifier(a.models_dir)
+    clf = load_classifier(a.models_dir / "classifier.safetensors")
     with torch.no_grad():
         real_feats = clf.features(x[N_TRAIN:])
         real = x[:a.eval_n]  # real training digits, as many as generated per model
@@ -250,17 +249,6 @@ def main() -> None:
         for k, v in earlier.get("models", {}).items():
             result["models"][k] = {**v, "from_earlier_run": {"machine": earlier.get("machine"), "inputs": earlier.get("inputs")}}
     t0 = time.perf_counter()
-    if a.control_only:
-        result = json.loads(a.out.read_text())
-        for kind in [k.strip() for k in a.models.split(",") if k.strip()]:
-            ctl = finetune_control(kind, a, clf, real_feats, x[:N_TRAIN], y[:N_TRAIN])
-            ctl["machine"], ctl["inputs"] = machine_info(), {k: str(v) for k, v in vars(a).items()}
-            result["models"][kind]["unpruned"]["finetune_control"] = ctl
-            result["models"][kind]["summary"]["unpruned_accuracy_after_same_ft"] = ctl["quality"]["accuracy"]
-            result["models"][kind]["summary"]["unpruned_frechet_after_same_ft"] = ctl["quality"]["frechet"]
-            atomic_write_text(a.out, json.dumps(result, indent=2, default=float) + "\n")
-            print(kind, json.dumps(ctl["quality"]), flush=True)
-        return
     for kind in [k.strip() for k in a.models.split(",") if k.strip()]:
         if not (a.models_dir / kind / "model_index.json").exists():
             print(f"[{kind}] not trained; skipped", flush=True)

@@ -51,3 +51,23 @@ def test_real_mnist_loads():
     assert torch.allclose(small[:, :, 1:15, 1:15], torch.nn.functional.avg_pool2d(x[:, :, 2:30, 2:30], 2))
     assert float(small[:, :, 0].max()) == -1.0
     assert sorted(torch.unique(y).tolist()) == list(range(10))
+
+
+def test_load_classifier_and_sample_quality(tmp_path, unet):
+    from diffusers import DDIMScheduler
+    from prunekit_diffusion.quality import DigitClassifier, load_classifier, sample_quality
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    clf = DigitClassifier()
+    save_file(clf.state_dict(), str(tmp_path / "c.safetensors"))
+    again = load_classifier(tmp_path / "c.safetensors")
+    x = torch.rand(3, 1, 16, 16) * 2 - 1
+    assert not again.training and torch.equal(again(x), clf.eval()(x))
+    real = clf.features(torch.rand(20, 1, 16, 16) * 2 - 1).detach()
+    unet.train()
+    a = sample_quality(unet, DDIMScheduler(), again, real, n=10, steps=2)
+    b = sample_quality(unet, DDIMScheduler(), again, real, n=10, steps=2)
+    assert unet.training  # mode restored
+    assert 0.0 <= a["accuracy"] <= 1.0 and a["frechet"] > 0
+    assert (a["accuracy"], a["frechet"]) == (b["accuracy"], b["frechet"])  # seeded per sample

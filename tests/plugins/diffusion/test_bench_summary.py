@@ -1,0 +1,45 @@
+"""scripts/bench/bench_ldpruner.py: the per-model summary and its issue-6 target checks."""
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "bench" / "bench_ldpruner.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_ldpruner", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _variant(macs, lat, acc, fd, acc_ft, fd_ft):
+    return {"mac_ratio": macs, "latency_ratio": lat, "quality": {"accuracy": acc, "frechet": fd},
+            "finetune": {"quality": {"accuracy": acc_ft, "frechet": fd_ft}}}
+
+
+def _out(ld_after):
+    return {"unpruned": {"quality": {"accuracy": 0.90, "frechet": 30.0},
+                         "finetune_control": {"quality": {"accuracy": 0.94, "frechet": 28.0}}},
+            "pruned": {"ld-pruner": _variant(0.64, 0.62, 0.60, 80.0, ld_after, 35.0),
+                       "random-0": _variant(0.62, 0.60, 0.20, 300.0, 0.70, 60.0),
+                       "random-1": _variant(0.66, 0.64, 0.40, 200.0, 0.80, 50.0),
+                       "magnitude": _variant(0.65, 0.85, 0.10, 400.0, 0.75, 70.0)}}
+
+
+def test_summary_means_and_targets(bench):
+    a = SimpleNamespace(keep=0.65, eval_n=400)
+    s = bench.summarize(_out(0.88), a)
+    assert s["random_mean_accuracy_after_ft"] == pytest.approx(0.75)
+    assert s["random_mean_mac_ratio"] == pytest.approx(0.64)
+    assert s["accuracy_standard_error"] == pytest.approx((0.9 * 0.1 / 400) ** 0.5)
+    t = s["targets"]
+    assert t["latency_cut_30pct"] and t["beats_baselines_frechet_after_ft"] and t["beats_baselines_accuracy_before_ft"]
+    assert t["accuracy_within_5pct_of_unpruned"]  # 0.88 >= 0.95 * 0.90
+    assert not t["accuracy_within_5pct_of_unpruned_same_ft"]  # 0.88 < 0.95 * 0.94
+    low = bench.summarize(_out(0.74), a)["targets"]
+    assert not low["accuracy_within_5pct_of_unpruned"] and not low["beats_baselines_accuracy_after_ft"]

@@ -1,4 +1,4 @@
-"""Plugin specs for ``prunekit`` (entry points ``ld-pruner`` and ``random-operator``).
+"""Plugin specs for ``prunekit`` (entry points ``ld-pruner``, ``random-operator`` and ``aptp``).
 
 This module imports only ``prunekit``: torch and diffusers are loaded when an operation runs.
 
@@ -84,5 +84,17 @@ RANDOM_OPERATOR = Plugin(
     scorer="prunekit_diffusion.target:random_operator_scorer",
     target="prunekit_diffusion.target:TARGET",
     requires=("torch", "diffusers"),
+    extra="diffusion",
+)
+
+APTP = Plugin(
+    name="aptp",
+    domain="diffusion",
+    description="APTP: a prompt router picks one of K pruned architecture codes per prompt; each code is "
+                "exported as its own sliced UNet (commands: prunekit aptp train|export|info)",
+    paper="Ganjdanesh et al., Not All Prompts Are Made Equal: Prompt-based Pruning of Text-to-Image "
+          "Diffusion Models, ICLR 2025, arXiv 2406.12042",
+    commands={"aptp": "prunekit_diffusion.aptp.cli:app"},
+    requires=("torch", "diffusers", "transformers"),
     extra="diffusion",
 )

@@ -1,0 +1,125 @@
+"""APTP router training (the pruning phase: the UNet is frozen, only the router learns).
+
+Per step, for a batch of (image x0, text conditioning c, prompt embedding e):
+
+    x_t = add_noise(x0, eps, t);  gates = router(e)   (Sinkhorn-assigned code per prompt)
+    L = w(t) * ||eps_gated(x_t, t, c) - eps||^2                      min-SNR weight w = min(SNR, 5) / SNR
+      + w_R * |log(mean MAC ratio / p)|                              resource
+      + w_C * BCE(softmax(A A^T / 0.03), softmax(E E^T / 0.03))      contrastive (arch vs prompt)
+      + w_D * ||eps_gated - eps_full||^2                             distillation to the all-gates-on UNet
+      + w_A * CE(softmax(S / 0.1), Sinkhorn plan)                    predictor -> its code (our addition)
+      + w_S * (-std(code ratios)) + w_M * (1 - max(code ratios))     code diversity (paper's L_std, L_max)
+
+The first ``warmup`` fraction of steps runs without the quantiser (the predictor's own gates).
+Paper weights (METHODS.md 6.2): 2 R, 100 contrastive, 0.2 distill, 0.1 std, 0.1 max; the per-block
+activation loss (0.2 L_block) is not implemented. Defaults here are scaled for tiny models and few steps
+and are documented in :class:`AptpConfig`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from .gating import MacModel, discover, gated_macs, install
+from .router import AptpRouter, assignment_loss, contrastive_loss, resource_loss
+
+
+@dataclass
+class AptpConfig:
+    n_codes: int = 4
+    keep_macs: float = 0.6  # p: target mean fraction of the UNet's MACs
+    steps: int = 300
+    batch: int = 32
+    lr: float = 5e-2  # router (codes + predictor); the paper's 2e-4 is for 5000 steps on SD
+    warmup: float = 0.1  # fraction of steps without the quantiser
+    w_resource: float = 2.0
+    w_contrastive: float = 1.0
+    w_distill: float = 0.2
+    w_assign: float = 1.0
+    w_std: float = 0.1
+    w_max: float = 0.1
+    snr_gamma: float = 5.0
+    temperature: float = 0.4
+    offset: float = 3.0
+    ff_chunks: int = 32
+    seed: int = 0
+    log_every: int = 25
+    checkpoint_every: int = 100
+
+
+def min_snr_weight(scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    abar = scheduler.alphas_cumprod.to(t.device)[t]
+    snr = abar / (1 - abar)
+    return torch.clamp(snr, max=gamma) / snr
+
+
+def train_router(unet: torch.nn.Module, noise_scheduler, batches: Callable[[int], dict[str, torch.Tensor]],
+                 config: AptpConfig, checkpoint: Path | None = None, progress: Callable[[dict], None] | None = None,
+                 ) -> tuple[AptpRouter, MacModel, list[dict[str, Any]]]:
+    """Train an :class:`AptpRouter` on a frozen ``unet``.
+
+    ``batches(step)`` returns ``{"images", "encoder_hidden_states", "prompt_emb"}``. With ``checkpoint``
+    the router is saved there every ``checkpoint_every`` steps and at the end (atomic writes).
+    """
+    from .bundle import save_router
+
+    torch.manual_seed(config.seed)
+    unet.eval().requires_grad_(False)
+    layout = discover(unet, config.ff_chunks)
+    probe = batches(-1)
+    macs = gated_macs(unet, layout, probe["images"][:1], torch.zeros(1, dtype=torch.long),
+                      probe["encoder_hidden_states"][:1])
+    router = AptpRouter(layout, probe["prompt_emb"].shape[-1], config.n_codes, config.temperature, config.offset)
+    opt = torch.optim.Adam(router.parameters(), config.lr)
+    ctl = install(unet, layout)
+    log: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    try:
+        for step in range(config.steps):
+            b = batches(step)
+            x0, cond, emb = b["images"], b["encoder_hidden_states"], b["prompt_emb"]
+            noise = torch.randn_like(x0)
+            t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (x0.shape[0],))
+            xt = noise_scheduler.add_noise(x0, noise, t)
+            ctl.clear()
+            with torch.no_grad():
+                full = unet(xt, t, cond).sample
+            router.train()
+            r = router(emb, quantise=step >= config.warmup * config.steps)
+            ctl.set(r["gates"])
+            pred = unet(xt, t, cond).sample
+            ctl.clear()
+            w = min_snr_weight(noise_scheduler, t, config.snr_gamma)
+            l_ddpm = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+            ratios = macs.ratio(r["gates"])
+            l_res = resource_loss(ratios, config.keep_macs)
+            l_con = contrastive_loss(router.match_vectors(r["bits"]), emb)
+            l_dis = F.mse_loss(pred, full)
+            loss = l_ddpm + config.w_resource * l_res + config.w_contrastive * l_con + config.w_distill * l_dis
+            if r["plan"] is not None:
+                code_ratios = macs.ratio(r["code_bits"])
+                loss = loss + config.w_assign * assignment_loss(r["sims"], r["plan"])
+                loss = loss + config.w_std * -code_ratios.std() + config.w_max * (1 - code_ratios.max())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if step % config.log_every == 0 or step == config.steps - 1:
+                counts = torch.bincount(r["index"], minlength=config.n_codes).tolist()
+                rec = {"step": step, "loss": loss.item(), "ddpm": l_ddpm.item(), "resource": l_res.item(),
+                       "contrastive": l_con.item(), "distill": l_dis.item(), "mac_ratio": ratios.mean().item(),
+                       "codes": counts, "seconds": round(time.perf_counter() - t0, 1)}
+                log.append(rec)
+                if progress:
+                    progress(rec)
+            if checkpoint is not None and ((step + 1) % config.checkpoint_every == 0 or step == config.steps - 1):
+                save_router(checkpoint, router, macs, {"config": asdict(config), "step": step + 1, "log": log})
+    finally:
+        ctl.remove()
+    router.eval()
+    return router, macs, log

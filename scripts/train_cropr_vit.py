@@ -61,7 +61,9 @@ def fit(forward, params, task, reducer, mode, args, stream, target_of, label):
     sched = cosine_lr(opt, args.epochs * steps_per_epoch, warmup=min(100, steps_per_epoch))
     history = []
     for epoch in range(args.epochs):
-        x, y, m = train_canvases(CanvasSpec(size=args.image_size), epoch, stream, args.n_train)
+        easy = label.endswith("backbone") and epoch < args.easy_epochs  # curriculum: no distractors first
+        canvas = CanvasSpec(size=args.image_size, clutter=0) if easy else CanvasSpec(size=args.image_size)
+        x, y, m = train_canvases(canvas, epoch, stream, args.n_train)
         data = batches(x, target_of(y, m), args.batch_size, shuffle=True, seed=epoch, normalise=normalise)
 
         class Stepper:  # step the LR schedule after each optimiser step
@@ -271,6 +273,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true", help="retrain even when cached")
     ap.add_argument("--resume", action="store_true", help="cls-backbone: continue training the cached model")
+    ap.add_argument("--easy-epochs", type=int, default=0, help="backbone stages: the first N epochs on canvases "
+                    "without distractors (a curriculum; test canvases always have them)")
     args = ap.parse_args(argv)
     from transformers.utils import logging as hf_logging
 

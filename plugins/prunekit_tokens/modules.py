@@ -104,10 +104,16 @@ class CroprModule(nn.Module):
         scores = self.scores(x)
         if self.aux is None or not self.training:
             return scores, None
+        logits, kin = self.attention_logits(x)
+        return scores, self.aux(logits, kin, self.exclude_prefix)
+
+    def attention_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N, C) tokens -> per-head pre-softmax logits ``q_{j,h} . k_{n,h}`` (B, H, Q, N) and ``LN(x)``.
+
+        Summed over heads and queries they equal :meth:`scores`."""
         kin = self.norm(x)
         keys = self.k_proj(kin) if self.k_proj is not None else kin
         b, n, c = keys.shape
         h, d = self.num_heads, c // self.num_heads
         q = self._queries().view(self.num_queries, h, d).transpose(0, 1)  # H, Q, d
-        logits = torch.einsum("hqd,bnhd->bhqn", q, keys.view(b, n, h, d))
-        return scores, self.aux(logits, kin, self.exclude_prefix)
+        return torch.einsum("hqd,bnhd->bhqn", q, keys.view(b, n, h, d)), kin

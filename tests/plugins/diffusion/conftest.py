@@ -1,5 +1,8 @@
 """Tiny offline diffusers denoisers (configs from diffusers' own tests, METHODS.md 6.3)."""
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -13,6 +16,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def load_script(relpath: str):
+    """A module from the repository's ``scripts/`` folder (scripts are not a package)."""
+    path = Path(__file__).resolve().parents[3] / "scripts" / relpath
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def make_unet(seed: int = 0):

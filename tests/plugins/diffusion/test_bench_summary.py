@@ -1,20 +1,15 @@
 """scripts/bench/bench_ldpruner.py: the per-model summary and its issue-6 target checks."""
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "bench" / "bench_ldpruner.py"
+from .conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_ldpruner", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench/bench_ldpruner.py")
 
 
 def _variant(macs, lat, acc, fd, acc_ft, fd_ft):

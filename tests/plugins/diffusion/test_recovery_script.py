@@ -1,23 +1,15 @@
 """scripts/recover_diffusion.py: fine-tunes a pruned directory against its original and writes a reloadable one."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-from .conftest import make_unet
-
-SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "recover_diffusion.py"
+from .conftest import load_script, make_unet
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("recover_diffusion", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("recover_diffusion.py")
 
 
 @pytest.fixture(scope="module")

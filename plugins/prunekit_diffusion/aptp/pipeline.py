@@ -85,16 +85,17 @@ class AptpPipeline:
             raise UsageError("APTP routes on the prompt text: pass prompt=")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         n, per = len(prompts), int(kwargs.get("num_images_per_prompt", 1) or 1)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         codes = self.route(prompts).tolist()
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         order = [[i for i in range(n) if codes[i] == k] for k in sorted(set(codes))]
         outs = []
         for idx in order:
             sub = {k: _take(v, idx, n, per) for k, v in kwargs.items()}
             outs.append(self.experts[codes[idx[0]]](prompt=[prompts[i] for i in idx], **sub))
-        t2 = time.perf_counter()
-        self.last_timing = {"route_s": t1 - t0, "generate_s": t2 - t1, "codes": codes}
+        t2, c2 = time.perf_counter(), time.process_time()
+        self.last_timing = {"route_s": t1 - t0, "generate_s": t2 - t1, "route_cpu_s": c1 - c0,
+                            "generate_cpu_s": c2 - c1, "codes": codes}
         first = outs[0]
         if isinstance(first, tuple):
             return tuple(_merge([o[f] for o in outs], order, n, per) if isinstance(first[f], (list, np.ndarray, torch.Tensor))

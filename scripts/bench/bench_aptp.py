@@ -1,0 +1,261 @@
+#!/usr/bin/env python
+"""APTP (K codes, prompt-routed) vs one statically pruned UNet at the same mean MACs, on real MNIST canvases.
+
+Setting (``scripts/train_aptp_mnist.py``): a text-conditioned UNet2DConditionModel trained here on
+16x32 canvases of real MNIST digits with prompts of three difficulties ("a 3", "a 3 on the left",
+"a 3 on the left and a 7 on the right"), prompts embedded by the real all-MiniLM-L6-v2.
+
+Both methods use the same gates, losses and training steps on the frozen UNet; the static model is
+APTP with one code (the router is then irrelevant). Each code is sliced into its own UNet and then
+fine-tuned with noise + distillation loss (``prunekit_diffusion.recovery.distill_finetune``) on the
+canvases routed to it; the static model gets the same total number of fine-tune steps.
+
+Quality: the digit classifier of ``scripts/train_mnist_diffusion.py`` (trained on real digits
+0..7999, held-out accuracy in the JSON) reads every digit slot of a generated canvas; a prompt is
+correct when every slot is the asked digit (and, for "side" prompts, the other side is blank:
+mean pixel < -0.8). Fréchet distance in the classifier's feature space between all generated slots
+and held-out real digits. Timing: process CPU time (the machine is shared): routing (MiniLM +
+router) vs the whole APTP pipeline call (wall-clock fractions are in the JSON too).
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench/bench_aptp.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+import train_aptp_mnist as T  # noqa: E402
+
+OUT = ROOT / "bench-out" / "aptp.json"
+
+
+def cpu() -> float:
+    return time.process_time()
+
+
+def load_base():
+    from diffusers import UNet2DConditionModel
+
+    if not (T.CACHE / "unet" / "config.json").exists():
+        raise SystemExit("no base model: run scripts/train_aptp_mnist.py first")
+    return UNet2DConditionModel.from_pretrained(T.CACHE / "unet").eval()
+
+
+def train_or_load(name: str, unet, data, table, codes: int, a) -> tuple:
+    """Router (cached as a bundle with experts under .cache/aptp_mnist/NAME)."""
+    from prunekit_diffusion.aptp.bundle import export_experts, load_bundle
+    from prunekit_diffusion.aptp.train import AptpConfig, train_router
+
+    folder = T.CACHE / f"{name}_k{codes}_p{a.keep}_s{a.steps}"
+    if (folder / "aptp.json").exists() and not a.force:
+        b = load_bundle(folder)
+        return b.router, b.macs, b.experts, b.manifest.get("log", []), 0.0
+    cfg = AptpConfig(n_codes=codes, keep_macs=a.keep, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, log_every=20)
+    c0 = cpu()
+    show = lambda r: print(f"{name} step {r['step']} loss {r['loss']:.3f} macs {r['mac_ratio']:.3f} codes {r['codes']} "  # noqa: E731
+                           f"{r['seconds']:.0f}s", flush=True)
+    router, macs, log = train_router(unet, T.noise_scheduler(), lambda s: data.batch(a.batch, table), cfg, progress=show)
+    seconds = cpu() - c0
+    if folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)
+    experts = export_experts(folder, router, macs, unet, {"log": log, "train_cpu_s": seconds})
+    return router, macs, experts, log, seconds
+
+
+def eval_prompts(table, n: int, seed: int) -> list[int]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for fam in T.FAMILIES:
+        ids = [i for i, r in enumerate(table["rows"]) if r["family"] == fam]
+        out += [ids[k] for k in torch.randint(len(ids), (n,), generator=g).tolist()]
+    return out
+
+
+def crops(images: torch.Tensor, rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor, list[int], list[int]]:
+    """Every asked digit slot as a 16x16 crop, its label and its prompt index; blank-side checks."""
+    xs, ys, owner, blank_ok = [], [], [], []
+    for i, r in enumerate(rows):
+        for slot, d in r["slots"].items():
+            c = T.COLS[slot]
+            xs.append(images[i, :, :, c : c + 16])
+            ys.append(d)
+            owner.append(i)
+        if r["family"] == "side":
+            other = "right" if "left" in r["slots"] else "left"
+            c = T.COLS[other]
+            blank_ok.append(int(images[i, :, :, c : c + 16].mean() < -0.8))
+        else:
+            blank_ok.append(1)
+    return torch.stack(xs), torch.tensor(ys), owner, blank_ok
+
+
+@torch.no_grad()
+def quality(images, ids, table, clf, real_feats) -> dict:
+    from prunekit_diffusion.quality import frechet_distance
+
+    rows = [table["rows"][i] for i in ids]
+    x, y, owner, blank_ok = crops(images, rows)
+    feats = clf.features(x)
+    hit = (clf.head(feats).argmax(1) == y).tolist()
+    ok = [blank_ok[i] for i in range(len(rows))]
+    for h, o in zip(hit, owner):
+        ok[o] = ok[o] and h
+    res = {"frechet": frechet_distance(feats, real_feats), "digit_accuracy": sum(hit) / len(hit)}
+    for fam in T.FAMILIES:
+        sel = [i for i, r in enumerate(rows) if r["family"] == fam]
+        res[f"acc_{fam}"] = sum(ok[i] for i in sel) / len(sel)
+    res["acc_all"] = sum(ok) / len(ok)
+    return res
+
+
+def generate(pipe, prompts: list[str], seeds: list[int], steps: int, chunk: int = 96) -> torch.Tensor:
+    outs = []
+    for s in range(0, len(prompts), chunk):
+        gens = [torch.Generator().manual_seed(k) for k in seeds[s : s + chunk]]
+        outs.append(pipe(prompt=prompts[s : s + chunk], generator=gens, num_inference_steps=steps).images)
+    return torch.cat(outs)
+
+
+def finetune(experts, routed: torch.Tensor, unet, pool: dict, steps: int, a) -> list[dict]:
+    """Fine-tune expert k on the pool canvases routed to k, ``steps * share_k`` steps (at least 10 when used)."""
+    from prunekit_diffusion.recovery import distill_finetune
+
+    info = []
+    for k, ex in enumerate(experts):
+        idx = torch.nonzero(routed == k).flatten()
+        n = int(round(steps * len(idx) / len(routed)))
+        if len(idx) == 0 or n == 0:
+            info.append({"code": k, "examples": len(idx), "steps": 0})
+            continue
+        ex.requires_grad_(True)
+        log = distill_finetune(ex, unet, T.noise_scheduler(), pool["images"][idx],
+                               {"encoder_hidden_states": pool["encoder_hidden_states"][idx]}, steps=max(n, 10),
+                               batch_size=a.batch, lr=a.ft_lr, seed=a.seed + k, log_every=50)
+        ex.eval()
+        info.append({"code": k, "examples": len(idx), "steps": max(n, 10), "last_loss": log[-1] if log else None})
+    return info
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--codes", type=int, default=4)
+    ap.add_argument("--keep", type=float, default=0.6, help="target mean MAC fraction p")
+    ap.add_argument("--steps", type=int, default=200, help="router training steps (both methods)")
+    ap.add_argument("--batch", type=int, default=24)
+    ap.add_argument("--lr", type=float, default=5e-2)
+    ap.add_argument("--ft-steps", type=int, default=150, help="total fine-tune steps per method (0: none)")
+    ap.add_argument("--ft-lr", type=float, default=5e-4)
+    ap.add_argument("--n-eval", type=int, default=100, help="eval prompts per family")
+    ap.add_argument("--sample-steps", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--force", action="store_true")
+    ap.add_argument("--out", type=Path, default=OUT)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    from safetensors.torch import load_file
+
+    from prunekit import machine_info
+    from prunekit_diffusion.aptp.bundle import AptpBundle
+    from prunekit_diffusion.aptp.pipeline import AptpPipeline
+    from prunekit_diffusion.aptp.text import PromptEncoder
+    from prunekit_diffusion.quality import DigitClassifier
+
+    c_start = cpu()
+    unet = load_base()
+    table = T.load_prompts()
+    (xtr, ytr), (xte, yte) = T.mnist_split()
+    data = T.Canvases(xtr, ytr, table, a.seed)
+    clf = DigitClassifier()
+    clf.load_state_dict(load_file(str(T.ensure_classifier())))
+    clf.eval()
+    with torch.no_grad():
+        real_feats = clf.features(xte[:1000])
+    enc = PromptEncoder()
+
+    runs = {}
+    for name, k in (("aptp", a.codes), ("static", 1)):
+        router, macs, experts, log, secs = train_or_load(name, unet, data, table, k, a)
+        runs[name] = {"router": router, "macs": macs, "experts": experts, "log": log, "train_cpu_s": secs}
+
+    ids = eval_prompts(table, a.n_eval, a.seed + 1)
+    prompts = [table["rows"][i]["text"] for i in ids]
+    seeds = [10_000 + i for i in range(len(ids))]
+    fams = [table["rows"][i]["family"] for i in ids]
+    pool = T.Canvases(xtr, ytr, table, a.seed + 3).batch(2048, table)
+
+    base_pipe = T.make_pipeline(unet)
+    base_pipe.set_progress_bar_config(disable=True)
+    c0 = cpu()
+    base_imgs = generate(base_pipe, prompts, seeds, a.sample_steps)
+    base_cpu = cpu() - c0
+    result = {"base": {**quality(base_imgs, ids, table, clf, real_feats), "mac_ratio": 1.0, "generate_cpu_s": base_cpu}}
+
+    for name, r in runs.items():
+        router, macs = r["router"], r["macs"]
+        codes_eval = router.route(table["emb"][ids])
+        code_ratio = macs.ratio(router.eval().code_gates()).detach()
+        entry = {"codes": r["router"].n_codes, "code_mac_ratio": code_ratio.tolist(),
+                 "mean_mac_ratio_eval": float(code_ratio[codes_eval].mean()), "train_cpu_s": r["train_cpu_s"],
+                 "train_log": r["log"], "params": [sum(p.numel() for p in e.parameters()) for e in r["experts"]],
+                 "spread": {fam: torch.bincount(codes_eval[[i for i, f in enumerate(fams) if f == fam]],
+                                                minlength=router.n_codes).tolist() for fam in T.FAMILIES}}
+        counts = torch.bincount(codes_eval, minlength=router.n_codes).float()
+        entry["share"] = (counts / counts.sum()).tolist()
+        for stage in ("pruned", "finetuned"):
+            if stage == "finetuned":
+                if a.ft_steps <= 0:
+                    break
+                routed = router.route(table["emb"][pool["ids"]])
+                c0 = cpu()
+                entry["finetune"] = finetune(r["experts"], routed, unet, pool, a.ft_steps, a)
+                entry["finetune_cpu_s"] = cpu() - c0
+            bundle = AptpBundle(router, macs, r["experts"], {})
+            pipe = AptpPipeline(base_pipe, bundle, enc.embed)
+            c0, route_s, gen_s, route_c, gen_c = cpu(), 0.0, 0.0, 0.0, 0.0
+            imgs = []
+            for s in range(0, len(prompts), 96):
+                gens = [torch.Generator().manual_seed(k) for k in seeds[s : s + 96]]
+                imgs.append(pipe(prompt=prompts[s : s + 96], generator=gens, num_inference_steps=a.sample_steps).images)
+                route_s += pipe.last_timing["route_s"]
+                gen_s += pipe.last_timing["generate_s"]
+                route_c += pipe.last_timing["route_cpu_s"]
+                gen_c += pipe.last_timing["generate_cpu_s"]
+            entry[stage] = {**quality(torch.cat(imgs), ids, table, clf, real_feats), "generate_cpu_s": cpu() - c0,
+                            "route_wall_s": route_s, "pipeline_wall_s": route_s + gen_s,
+                            "route_fraction_wall": route_s / (route_s + gen_s), "route_cpu_s": route_c,
+                            "route_fraction": route_c / (route_c + gen_c)}
+        result[name] = entry
+        print(name, json.dumps({k: v for k, v in entry.items() if k not in ("train_log", "finetune")}), flush=True)
+
+    shares = result["aptp"]["share"]
+    aptp_key = "finetuned" if a.ft_steps > 0 else "pruned"
+    result["targets"] = {
+        "aptp_beats_static_acc": result["aptp"][aptp_key]["acc_all"] > result["static"][aptp_key]["acc_all"],
+        "aptp_beats_static_frechet": result["aptp"][aptp_key]["frechet"] < result["static"][aptp_key]["frechet"],
+        "mean_mac_ratio_aptp_vs_static": [result["aptp"]["mean_mac_ratio_eval"], result["static"]["mean_mac_ratio_eval"]],
+        "code_share_within_5_60pct": min(shares) >= 0.05 and max(shares) <= 0.60,
+        "routing_under_2pct": result["aptp"][aptp_key]["route_fraction"] < 0.02,
+    }
+    out = {"benchmark": "aptp", "machine_info": machine_info(), "args": {k: str(v) for k, v in vars(a).items()},
+           "base_train": json.loads((T.CACHE / "train_log.json").read_text()) | {"log": None},
+           "classifier": json.loads((T.CACHE / "classifier.json").read_text()),
+           "eval": {"prompts_per_family": a.n_eval, "families": list(T.FAMILIES), "sample_steps": a.sample_steps},
+           "results": result, "total_cpu_s": cpu() - c_start}
+    from prunekit import atomic_write_text
+
+    atomic_write_text(a.out, json.dumps(out, indent=1, default=float) + "\n")
+    print(json.dumps(result["targets"]), "->", a.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -11,9 +11,11 @@ Yang et al., "SUNDAE: Spectrally Pruned Gaussian Fields with Neural Compensation
 
 Deviations, stated here and in the package README:
 
-- SUNDAE trains the network jointly with the Gaussians from 30k iterations on. Here it is
-  trained *after* pruning (and after any distillation) on fixed renders of the pruned scene,
-  against the unpruned scene's renders or the training images; the Gaussians are frozen.
+- Two ways to train it. :class:`JointCompensation` (a field of ``train.TrainConfig``) is the
+  paper's: from a start step (default: the strategy's first prune step) the training loss is
+  taken on ``net(render)`` and one backward pass updates the Gaussians and the net together.
+  ``prunekit prune --compensate`` / :func:`train_compensation` fit it *after* pruning on fixed
+  renders of the pruned scene (Gaussians frozen), for scenes pruned outside a training loop.
 - The 1x1 head is initialised to weight 0, bias 1, so the untrained network is the identity
   (gain 1); the paper does not state its initialisation.
 - ``base_channels`` defaults to 16 (not 64) so training and inference stay cheap on CPU;
@@ -30,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -88,6 +91,43 @@ def compensation_loss(pred: torch.Tensor, target: torch.Tensor, ssim_lambda: flo
     return (1 - ssim_lambda) * (pred - target).abs().mean() + ssim_lambda * (1 - ssim(pred, target))
 
 
+@dataclass
+class JointCompensation:
+    """SUNDAE's joint training of the compensation net with the Gaussians (a ``TrainConfig`` field).
+
+    From ``start_step`` on, each training step renders I, computes the trainer's loss
+    (1 - lambda) L1 + lambda (1 - SSIM) on ``net(I)`` = head(UNet(I)) * I against the photo, and
+    one backward pass steps the Gaussians' optimisers and the net's Adam (``lr``, paper 1e-3).
+    ``start_step=None``: the step after the first prune step of the strategy's ``schedule``
+    (a strategy prunes after that step's update; SUNDAE adds the net once the field is
+    pruned), or step 0 when the strategy has no schedule.
+    """
+
+    start_step: int | None = None
+    levels: int = 4
+    base_channels: int = 16
+    lr: float = 1e-3
+    seed: int = 0
+
+    def start(self, strategy=None) -> int:
+        if self.start_step is not None:
+            return int(self.start_step)
+        steps = getattr(getattr(strategy, "schedule", None), "steps", None)
+        return int(steps[0]) + 1 if steps else 0
+
+    def build(self) -> tuple[CompensationNet, torch.optim.Adam]:
+        """A fresh identity-gain net (seeded, global RNG untouched) and its Adam."""
+        net = seeded_net(self.levels, self.base_channels, self.seed)
+        return net, torch.optim.Adam(net.parameters(), lr=self.lr)
+
+
+def seeded_net(levels: int, base_channels: int, seed: int) -> CompensationNet:
+    """A :class:`CompensationNet` initialised from ``seed`` without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CompensationNet(levels, base_channels)
+
+
 def train_compensation(renders: list[torch.Tensor], targets: list[torch.Tensor], steps: int, *, levels: int = 4,
                        base_channels: int = 16, lr: float = 1e-3, batch: int = 4, crop: int | None = 96,
                        seed: int = 0, progress: bool = False, net: CompensationNet | None = None) -> CompensationNet:
@@ -101,9 +141,7 @@ def train_compensation(renders: list[torch.Tensor], targets: list[torch.Tensor],
     if len(renders) != len(targets) or not renders:
         raise ValueError(f"need matching, non-empty renders and targets, got {len(renders)} and {len(targets)}")
     if net is None:
-        with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the global RNG
-            torch.manual_seed(seed)
-            net = CompensationNet(levels, base_channels)
+        net = seeded_net(levels, base_channels, seed)
     net.train()
     it = range(steps)
     if progress:
@@ -193,6 +231,18 @@ def save_compensation(net: CompensationNet, path: str | os.PathLike, scene=None)
         meta.update(fingerprint(scene))
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def net_from_state_dict(tensors: dict[str, torch.Tensor]) -> CompensationNet:
+    """Rebuild a net from its ``state_dict`` alone (architecture read off the weight shapes);
+    used for the net inside a nerfstudio checkpoint (``_model.compensation.*``)."""
+    levels = len({k.split(".")[1] for k in tensors if k.startswith("down.")})
+    first = tensors.get("down.0.0.weight")
+    if not levels or first is None or first.dim() != 4:
+        raise ValueError("not a compensation net state dict (no down.0.0.weight)")
+    net = CompensationNet(levels, int(first.shape[0]))
+    net.load_state_dict(tensors)
+    return net.eval()
 
 
 def load_compensation(path: str | os.PathLike, scene=None) -> CompensationNet:

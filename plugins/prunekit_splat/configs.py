@@ -35,10 +35,14 @@ class RadSplatConfig:
 class SundaeConfig:
     band_weight: float = option(0.5, "omega: share of the budget kept from the high-pass end; 1 - omega from the low end")
     max_neighbors: int = option(16, "neighbour cap of the radius graph (paper: 100)")
+    nn_quantile: float = option(0.0, "radius from this quantile of the nearest-neighbour distances instead of "
+                                     "their minimum (0 = paper; ours, for scenes with near-duplicate centres)")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.band_weight <= 1.0:
             raise ValueError(f"--band-weight must be in [0, 1], got {self.band_weight}")
+        if not 0.0 <= self.nn_quantile <= 1.0:
+            raise ValueError(f"--nn-quantile must be in [0, 1], got {self.nn_quantile}")
         if self.max_neighbors < 1:
             raise ValueError(f"--max-neighbors must be >= 1, got {self.max_neighbors}")
 

@@ -90,4 +90,5 @@ def antialiased_max_weight(scene, cameras, progress: bool = False) -> torch.Tens
 
 
 def sundae(scene, context, config: SundaeConfig) -> prunekit.Scores:
-    return prunekit.Scores.single(high_pass_scores(scene.means, max_neighbors=config.max_neighbors))
+    return prunekit.Scores.single(high_pass_scores(scene.means, max_neighbors=config.max_neighbors,
+                                                   nn_quantile=config.nn_quantile))

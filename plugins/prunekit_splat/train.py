@@ -21,7 +21,11 @@ gsplat are present: ``render(..., backend="auto")``). It is written in the shape
 (1 - lambda) L1 + lambda (1 - SSIM) with lambda = 0.2, plus the MCMC regularisers
 (``opacity_reg`` * mean sigma + ``scale_reg`` * mean exp(scale)); Adam with gsplat's default
 per-parameter learning rates (means 1.6e-4 x scene scale decaying to 1 %, log-scales 5e-3,
-quaternions 1e-3, opacity logits 5e-2, SH DC 2.5e-3, higher SH 2.5e-3 / 20).
+quaternions 1e-3, opacity logits 5e-2, SH DC 2.5e-3, higher SH 2.5e-3 / 20). With
+``TrainConfig.compensation`` (a :class:`~prunekit_splat.compensation.JointCompensation`),
+SUNDAE's image-space compensation net joins at its start step: the loss is taken on
+``net(render)`` and the same backward pass trains the Gaussians and the net (SUNDAE, Yang et
+al., arXiv 2405.00676); :func:`save_trained` writes the scene and the net's sidecar.
 
 :class:`MCMCStrategy` follows "3D Gaussian Splatting as Markov Chain Monte Carlo"
 (Kheradmand et al., NeurIPS 2024, arXiv 2404.09591), as gsplat's ``MCMCStrategy``: every
@@ -46,6 +50,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .cameras import Camera
+from .compensation import JointCompensation, apply, save_compensation, sidecar_path
 from .geometry import covariance
 from .metrics import psnr, ssim
 from .scene import SH_C0, GaussianScene
@@ -66,7 +71,12 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 100
     time_budget_s: float | None = None  # stop early (after the step that crosses it) on a busy machine
+    # run only steps [start_step, stop_step) of this schedule: a run stopped at s and resumed from
+    # s (same params, optimisers and a copy of the strategy) takes the same steps as one whole run
+    start_step: int = 0
+    stop_step: int | None = None
     lrs: dict[str, float] = field(default_factory=lambda: dict(LEARNING_RATES))
+    compensation: JointCompensation | None = None  # SUNDAE: train the compensation net jointly (None: off)
 
 
 # ---------------------------------------------------------------------------- params
@@ -252,30 +262,44 @@ def _loss(img, tgt, params, cfg: TrainConfig) -> torch.Tensor:
 def train(params, optimizers, strategy, cameras: list[Camera], images: list[torch.Tensor], cfg: TrainConfig,
           progress: bool = False, test: tuple[list[Camera], list[torch.Tensor]] | None = None,
           background: torch.Tensor | None = None) -> dict:
-    """Optimise ``params`` on (``cameras``, ``images``); returns a log (loss, count, test PSNR, seconds)."""
+    """Optimise ``params`` on (``cameras``, ``images``); returns a log (loss, count, test PSNR, seconds).
+
+    With ``cfg.compensation``, ``log["compensation"]`` is the jointly trained net (None if
+    training stopped before its start step) and ``log["compensation_start"]`` its start step.
+    """
     from .render import render
 
     gen = torch.Generator().manual_seed(cfg.seed)
     state = strategy.initialize_state()
+    comp_start = cfg.compensation.start(strategy) if cfg.compensation is not None else None
+    net = net_opt = None
     takes_lr = "lr" in inspect.signature(strategy.step_post_backward).parameters  # gsplat's MCMCStrategy
     gamma = 0.01 ** (1.0 / max(cfg.steps, 1))
+    views = torch.randint(len(cameras), (cfg.steps,), generator=gen).tolist()  # drawn up front: resumable
     log = {"steps": [], "loss": [], "gaussians": [], "test_psnr": []}
-    it = range(cfg.steps)
+    stop = cfg.steps if cfg.stop_step is None else min(cfg.stop_step, cfg.steps)
+    it = range(cfg.start_step, stop)
     if progress:
         from tqdm import tqdm
 
         it = tqdm(it, desc="train", unit="step")
     t0 = time.perf_counter()
+    step = cfg.start_step - 1
     for step in it:
-        i = int(torch.randint(len(cameras), (1,), generator=gen))
+        i = views[step]
         degree = min(cfg.sh_degree, step // max(cfg.sh_degree_interval, 1))
         res = render(params_to_scene(params), cameras[i], sh_degree=degree, background=background)
         info = {"width": cameras[i].width, "height": cameras[i].height, "n_cameras": 1, "camera": cameras[i],
                 "visible": res.visible, "render": res}
         strategy.step_pre_backward(params, optimizers, state, step, info)
-        loss = _loss(res.image, images[i], params, cfg)
+        image = res.image
+        if comp_start is not None and step >= comp_start:
+            if net is None:
+                net, net_opt = cfg.compensation.build()
+            image = net(image)
+        loss = _loss(image, images[i], params, cfg)
         loss.backward()
-        for opt in optimizers.values():
+        for opt in [*optimizers.values(), *([net_opt] if net_opt else [])]:
             opt.step()
             opt.zero_grad(set_to_none=True)
         for g in optimizers["means"].param_groups:
@@ -283,7 +307,7 @@ def train(params, optimizers, strategy, cameras: list[Camera], images: list[torc
         post_kw = {"lr": optimizers["means"].param_groups[0]["lr"]} if takes_lr else {}
         strategy.step_post_backward(params, optimizers, state, step, info, **post_kw)
         over = cfg.time_budget_s is not None and time.perf_counter() - t0 > cfg.time_budget_s
-        if step % cfg.log_every == 0 or step == cfg.steps - 1 or over:
+        if step % cfg.log_every == 0 or step == stop - 1 or over:
             log["steps"].append(step)
             log["loss"].append(float(loss.detach()))
             log["gaussians"].append(len(params["means"]))
@@ -291,18 +315,38 @@ def train(params, optimizers, strategy, cameras: list[Camera], images: list[torc
                 it.set_postfix(loss=f"{float(loss.detach()):.4f}", n=len(params["means"]))
         if over:
             break
-    log["steps_done"] = step + 1 if cfg.steps else 0
+    log["steps_done"] = step + 1
     log["seconds"] = time.perf_counter() - t0
     log["strategy_state"] = {k: v for k, v in state.items() if isinstance(v, (int, float))}
+    if comp_start is not None:
+        log["compensation"] = net.eval() if net is not None else None
+        log["compensation_start"] = comp_start
     if test is not None:
-        log["test_psnr"] = evaluate(params, *test, background=background)
+        log["test_psnr"] = evaluate(params, *test, background=background, compensation=log.get("compensation"))
     return log
 
 
-def evaluate(params, cameras: list[Camera], images: list[torch.Tensor], background=None) -> list[float]:
-    """PSNR of the renders against ``images``, one per camera."""
+def evaluate(params, cameras: list[Camera], images: list[torch.Tensor], background=None,
+             compensation=None) -> list[float]:
+    """PSNR of the renders (through the ``compensation`` net, if given) against ``images``, one per camera."""
     from .render import render
 
     with torch.no_grad():
         scene = params_to_scene(params)
-        return [psnr(render(scene, c, background=background).image, img) for c, img in zip(cameras, images)]
+        return [psnr(apply(compensation, render(scene, c, background=background).image), img)
+                for c, img in zip(cameras, images)]
+
+
+def save_trained(params, path, compensation=None) -> GaussianScene:
+    """Write ``params`` as a scene file (format by extension) and, with a ``compensation`` net,
+    its sidecar ``NAME.compensation.safetensors`` (read back and applied by ``prunekit eval``)."""
+    from .formats import write_scene
+
+    scene = params_to_scene({k: v.detach() for k, v in params.items()})
+    write_scene(scene, path)
+    side = sidecar_path(path)
+    if compensation is not None:
+        save_compensation(compensation, side, scene)
+    elif side.exists():  # a stale net from an earlier run would be refused by eval: remove it
+        side.unlink()
+    return scene

@@ -136,7 +136,17 @@ def read_nerfstudio_ckpt(path: str | os.PathLike) -> GaussianScene:
         sh0=_tensor(g, "features_dc", path, (n, 3), w),
         shN=_sh_rest(g, "features_rest", path, n, w),
         meta=_meta(ckpt, "nerfstudio_ckpt", path, {"pipeline", "optimizers", "schedulers", "scalers"}))
-    return repair_scene(scene, str(path))
+    scene = repair_scene(scene, str(path))
+    net = {k[len("_model.compensation."):]: v for k, v in pipe.items()
+           if isinstance(k, str) and k.startswith("_model.compensation.")}
+    if net:  # splatfacto-sundae's jointly trained compensation net: eval applies it
+        from ..compensation import net_from_state_dict
+
+        try:
+            scene.meta = dict(scene.meta, compensation=net_from_state_dict(net))
+        except (ValueError, RuntimeError) as e:
+            raise InputError(f"{path}: unreadable _model.compensation.* weights ({e})") from None
+    return scene
 
 
 def _sh_rest(d: dict, key: str, path: Path, n: int, where: str) -> torch.Tensor:

@@ -58,6 +58,15 @@ class PrunedSplatfactoModelConfig(SplatfactoModelConfig):
     """if set, prune steps remove Gaussians whose score is below this instead"""
     prune_score_resolution: Optional[int] = None
     """long side (px) of the training views used for view-based scores; None: training resolution"""
+    compensation: bool = False
+    """SUNDAE neural compensation: an image-space UNet gain on every render, trained jointly with the
+    Gaussians from the step after the first prune step (costs render time; see the README)"""
+    compensation_channels: int = 16
+    """width of the compensation UNet's first level (SUNDAE: 64)"""
+
+    def compensation_start(self) -> int:
+        """The step from which the compensation net is applied and trained."""
+        return min(self.prune_steps) + 1 if self.prune_steps else 0
 
     def prune_schedule(self):
         """The core ``Schedule`` of a ratio run, or None in threshold mode."""
@@ -144,7 +153,7 @@ def trainer_config(method_name: str, model: PrunedSplatfactoModelConfig) -> Trai
             datamanager=FullImageDatamanagerConfig(
                 dataparser=NerfstudioDataParserConfig(load_3D_points=True), cache_images_type="uint8"),
             model=model),
-        optimizers=splatfacto_optimizers(),
+        optimizers={**splatfacto_optimizers(), "compensation": _adam(1e-3)},  # SUNDAE's net (if enabled): Adam 1e-3
         viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
         vis="viewer",
     )

@@ -11,6 +11,12 @@
   camera-to-world, converted to OpenCV world-to-camera as splatfacto's ``get_viewmat`` does;
   lens distortion ignored; perspective cameras only), with prunekit's renderer (gsplat on CUDA,
   the PyTorch reference renderer otherwise).
+- SUNDAE compensation (config ``compensation``): a :class:`CompensationNet` submodule (so its
+  weights are in the checkpoint as ``_model.compensation.*``, which prunekit's checkpoint
+  reader attaches to the scene for ``prunekit eval``). From ``compensation_start()`` on,
+  ``get_outputs`` returns ``net(rgb)`` (clamped to [0, 1] outside training), so splatfacto's
+  own loss trains the net and the Gaussians in one backward pass; optimiser group
+  ``compensation`` (Adam 1e-3, SUNDAE's rate).
 - Offline construction: splatfacto builds torchmetrics' LPIPS in ``populate_modules``, which
   downloads AlexNet weights. Here it is replaced by :class:`LazyLPIPS`, built at its first use
   (evaluation); if that fails (no network, no cached weights) LPIPS is reported as NaN with one
@@ -29,6 +35,7 @@ from nerfstudio.models.splatfacto import SplatfactoModel
 import prunekit
 
 from ..cameras import Camera, intrinsics, viewmat_from_c2w
+from ..compensation import seeded_net
 from ..strategy import PruneStrategy
 
 _GL_TO_CV = torch.diag(torch.tensor([1.0, -1.0, -1.0]))
@@ -121,6 +128,23 @@ class PrunedSplatfactoModel(SplatfactoModel):
             threshold=cfg.prune_threshold, threshold_steps=tuple(cfg.prune_steps) if by_threshold else (),
             verbose=True)
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+        self.compensation = seeded_net(4, cfg.compensation_channels, 0) if cfg.compensation else None
+
+    def get_param_groups(self):
+        groups = super().get_param_groups()
+        if self.compensation is not None:
+            groups["compensation"] = list(self.compensation.parameters())
+        return groups
+
+    def get_outputs(self, camera):
+        return self.compensate(super().get_outputs(camera))
+
+    def compensate(self, outputs: dict) -> dict:
+        """``outputs["rgb"]`` through the compensation net once it is active (see module docstring)."""
+        if self.compensation is None or self.step < self.config.compensation_start() or "rgb" not in outputs:
+            return outputs
+        rgb = self.compensation(outputs["rgb"])
+        return dict(outputs, rgb=rgb if self.training else rgb.clamp(0, 1))
 
     def get_training_callbacks(self, training_callback_attributes):
         pipeline = training_callback_attributes.pipeline

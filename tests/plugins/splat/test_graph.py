@@ -8,14 +8,14 @@ from prunekit_splat import graph
 from prunekit_splat.graph import high_pass_scores
 
 
-def brute_force(x: np.ndarray, k: int) -> np.ndarray:
-    """||(L X)_i|| straight from the definition, with an N x N distance matrix."""
+def brute_force(x: np.ndarray, k: int, q: float = 0.0) -> np.ndarray:
+    """||(L X)_i|| straight from the definition, with an N x N distance matrix (``q``: nn_quantile)."""
     x = x - x.mean(axis=0)
     n = len(x)
     d = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
     np.fill_diagonal(d, np.inf)
     nn1 = d.min(axis=1)
-    r = min(10 * nn1[nn1 > 0].min(), 2 * nn1.max())
+    r = min(10 * np.quantile(nn1[nn1 > 0], q), 2 * nn1.max())
     a = np.zeros((n, n))
     edges = []
     for i in range(n):
@@ -102,3 +102,13 @@ def test_coincident_twins_and_tiny_inputs():
     assert torch.equal(high_pass_scores(torch.zeros(5, 3)), torch.zeros(5))
     with pytest.raises(ValueError):
         high_pass_scores(torch.from_numpy(x), build="grid")
+
+
+def test_near_duplicate_collapses_the_paper_radius_and_nn_quantile_restores_the_graph():
+    x = sparse(3)
+    x = np.concatenate([x, x[:1] + 1e-6])  # one relocated/cloned copy a hair away from its source
+    paper = high_pass_scores(torch.from_numpy(x))
+    assert (paper == 0).float().mean() > 0.99  # r = 1e-5: every other centre is isolated, score 0
+    robust = high_pass_scores(torch.from_numpy(x), nn_quantile=0.5)
+    assert (robust == 0).float().mean() < 0.05
+    np.testing.assert_allclose(robust.numpy(), brute_force(x, 16, 0.5), rtol=1e-3, atol=1e-6)

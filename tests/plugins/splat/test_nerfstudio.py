@@ -150,7 +150,9 @@ def test_methods_in_nerfstudio_registry(ns):
         assert cfg.method_name == name and "[prunekit]" in ns.all_descriptions[name]
         assert isinstance(cfg.pipeline.model, PrunedSplatfactoModelConfig)
         assert type(cfg.pipeline.datamanager) is FullImageDatamanagerConfig
-        assert fields(cfg.optimizers) == fields(stock.optimizers)
+        ours = fields(cfg.optimizers)
+        assert ours.pop("compensation")["optimizer"]["lr"] == 1e-3  # SUNDAE's net (used only if enabled)
+        assert ours == fields(stock.optimizers)
         assert cfg.max_num_iterations == stock.max_num_iterations
     assert ns.all_methods["splatfacto-radsplat"].pipeline.model.prune_threshold == 0.01
 
@@ -190,7 +192,7 @@ def test_schedules_and_scorer_options(ns):
     assert light.steps == (16000, 24000) and light.keeps == pytest.approx((0.5, 0.5 * (1 - 0.5 * 0.8)))
     assert ns.all_methods["splatfacto-radsplat"].pipeline.model.prune_schedule() is None
     cfg = PrunedSplatfactoModelConfig(prune_scorer_options=("band_weight=0.25", "max_neighbors = 8"))
-    assert cfg.scorer_options() == {"band_weight": 0.25, "max_neighbors": 8}
+    assert cfg.scorer_options() == {"band_weight": 0.25, "max_neighbors": 8, "nn_quantile": 0.0}
     radsplat = PrunedSplatfactoModelConfig(prune_scorer="radsplat")
     assert radsplat.scorer_options() == {"antialiased": False}  # follows rasterize_mode="classic"
     assert dataclasses.replace(radsplat, rasterize_mode="antialiased").scorer_options() == {"antialiased": True}
@@ -339,3 +341,48 @@ def test_sundae_ratio_prune_in_a_bare_model(ns):
     keep = prunekit.select(scores, conf.budget(prunekit.Budget(keep_ratio=0.1))).only
     torch.testing.assert_close(model.gauss_params["means"].detach(), before[keep], atol=0, rtol=0)
     assert optimizers.optimizers["means"].param_groups[0]["params"][0] is model.gauss_params["means"]
+
+
+def test_sundae_joint_compensation_in_a_bare_model(ns, tmp_path):
+    """--pipeline.model.compensation: the net joins after the prune step, one backward pass trains it and
+    the Gaussians, its weights ride in the checkpoint and prunekit's reader attaches them for eval."""
+    from nerfstudio.data.scene_box import SceneBox
+    from nerfstudio.engine.callbacks import TrainingCallbackAttributes
+    from nerfstudio.engine.callbacks import TrainingCallbackLocation as Where
+    from nerfstudio.engine.optimizers import Optimizers
+
+    from prunekit_splat.formats.checkpoints import read_nerfstudio_ckpt
+
+    method = ns.all_methods["splatfacto-sundae"]
+    cfg = copy.deepcopy(method.pipeline.model)
+    cfg.num_random, cfg.random_scale, cfg.stop_split_at, cfg.prune_steps = 200, 2.0, 0, (2,)
+    cfg.compensation, cfg.compensation_channels = True, 4
+    torch.manual_seed(1)
+    model = cfg.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=3)
+    optimizers = Optimizers(copy.deepcopy(method.optimizers), model.get_param_groups())
+    assert "compensation" in optimizers.optimizers
+    callbacks = model.get_training_callbacks(TrainingCallbackAttributes(optimizers, None, None, None))
+    model.info = {}
+    scene0 = _scene_of({k: v.detach() for k, v in model.gauss_params.items()})
+    cam = synthesize_cameras(scene0, n=1, width=20, height=16, seed=2)[0]
+    target = render(scene0, cam, backend="torch").image.detach() * 0.7
+    head0 = model.compensation.head.weight.detach().clone()
+    for step in range(1, 6):
+        for cb in callbacks:
+            cb.run_callback_at_location(step, Where.BEFORE_TRAIN_ITERATION)
+        raw = render(_scene_of(model.gauss_params), cam, backend="torch").image
+        rgb = model.compensate({"rgb": raw})["rgb"]  # what get_outputs returns after splatfacto's render
+        assert (rgb is raw) == (step < 3), step  # active from the step after the prune step (2)
+        optimizers.zero_grad_all()
+        (rgb - target).abs().mean().backward()
+        assert model.gauss_params["means"].grad is not None
+        optimizers.optimizer_step_all()
+        for cb in callbacks:
+            cb.run_callback_at_location(step, Where.AFTER_TRAIN_ITERATION)
+    assert model.num_points == 20
+    assert not torch.equal(model.compensation.head.weight.detach(), head0)
+    ckpt = tmp_path / "step-000000005.ckpt"
+    torch.save({"step": 5, "pipeline": {f"_model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
+    net = read_nerfstudio_ckpt(ckpt).meta["compensation"]
+    x = torch.rand(16, 20, 3)
+    torch.testing.assert_close(net(x), model.compensation(x), atol=0, rtol=0)

@@ -111,3 +111,27 @@ def test_time_budget_stops_early():
     log = train(params, make_optimizers(params, 1.0), CountingStrategy(), [cam], [torch.zeros(16, 16, 3)],
                 TrainConfig(steps=50, time_budget_s=0.0))
     assert log["steps_done"] == 1 and log["steps"] == [0]
+
+
+def test_stopped_and_resumed_run_equals_one_run():
+    import copy
+
+    cam = Camera(torch.eye(4), torch.tensor([[16.0, 0, 8], [0, 16.0, 8], [0, 0, 1]]), 16, 16, "c")
+    cams, imgs = [cam, cam.scaled(0.75)], [torch.rand(16, 16, 3), torch.rand(12, 12, 3)]
+
+    def mcmc():
+        return MCMCStrategy(cap_max=45, refine_start_iter=2, refine_every=3, seed=1)
+
+    torch.manual_seed(0)  # init_params draws the quaternions from the global RNG
+    whole = small_params(40)
+    train(whole, make_optimizers(whole, 1.0), mcmc(), cams, imgs, TrainConfig(steps=12, sh_degree=0))
+    torch.manual_seed(0)
+    part = small_params(40)
+    opts, strat = make_optimizers(part, 1.0), mcmc()
+    train(part, opts, strat, cams, imgs, TrainConfig(steps=12, sh_degree=0, stop_step=7))
+    assert len(part["means"]) < len(whole["means"])  # stopped before the last growth
+    part, opts, strat = copy.deepcopy((part, opts, strat))  # the branch point of a benchmark
+    log = train(part, opts, strat, cams, imgs, TrainConfig(steps=12, sh_degree=0, start_step=7))
+    assert log["steps_done"] == 12
+    for k in KEYS:
+        assert torch.equal(part[k], whole[k]), k

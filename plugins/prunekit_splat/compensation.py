@@ -307,6 +307,24 @@ def compensate_after_prune(pruned, original, cameras, opts, report):
     return pruned
 
 
+def macs(net: CompensationNet, height: int, width: int) -> int:
+    """Multiply-accumulates of one ``net`` pass on a ``height`` x ``width`` image (its convolutions;
+    pooling, upsampling and the gain product are not counted). Grows with pixels, not Gaussians."""
+    total = []
+
+    def hook(mod, inputs, out):
+        total.append(out.numel() * mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1])
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            net(torch.zeros(height, width, 3))
+    finally:
+        for h in handles:
+            h.remove()
+    return int(sum(total))
+
+
 def cost_ms(scene, cameras, views: int = 4) -> dict[str, float]:
     """Mean wall time (ms per image) of rendering ``scene`` and of its compensation net, over ``views`` views."""
     from .render import render

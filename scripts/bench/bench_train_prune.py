@@ -48,7 +48,7 @@ import torch
 from common import DATA, ROOT, write_result
 
 import prunekit
-from prunekit_splat.compensation import JointCompensation, sidecar_path, timed_apply, train_compensation
+from prunekit_splat.compensation import JointCompensation, macs, sidecar_path, timed_apply, train_compensation
 from prunekit_splat.graph import quantile_radius, radius_graph
 from prunekit_splat.metrics import psnr
 from prunekit_splat.render import render
@@ -117,6 +117,8 @@ def measure(params, cams, images, net=None) -> dict:
     if net is not None:
         out["compensation_ms"] = sum(c_ms) / len(c_ms)
         out["compensation_params"] = sum(p.numel() for p in net.parameters())
+        h, w = images[0].shape[:2]
+        out["compensation_mmac_per_megapixel"] = macs(net, h, w) / (h * w)
     return out
 
 

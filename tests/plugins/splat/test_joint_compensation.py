@@ -4,7 +4,7 @@ import torch
 
 import prunekit
 from prunekit_splat.cameras import Camera
-from prunekit_splat.compensation import JointCompensation, apply, sidecar_path
+from prunekit_splat.compensation import CompensationNet, JointCompensation, apply, macs, sidecar_path
 from prunekit_splat.formats import read_scene
 from prunekit_splat.metrics import psnr
 from prunekit_splat.render import render
@@ -74,3 +74,10 @@ def test_sidecar_roundtrip_and_eval_applies_it(tmp_path):
     assert metrics["compensation_ms"] > 0
     save_trained(params, path)  # retrained without the net: the old sidecar must not linger
     assert not sidecar_path(path).exists() and len(read_scene(path)) == 30
+
+
+def test_compensation_macs_count_the_convolutions():
+    c = 4
+    per_pixel = 27 * c + 9 * c * c + 3 * c  # one level: 3x3 3->c, 3x3 c->c, 1x1 head c->3
+    assert macs(CompensationNet(levels=1, base_channels=c), 10, 12) == 120 * per_pixel
+    assert macs(CompensationNet(levels=4, base_channels=16), 64, 64) == 64 * 64 * 40_800  # the bench's net

@@ -48,7 +48,7 @@ import torch
 from common import DATA, ROOT, write_result
 
 import prunekit
-from prunekit_splat.compensation import JointCompensation, macs, sidecar_path, timed_apply, train_compensation
+from prunekit_splat.compensation import JointCompensation, apply, macs, sidecar_path, timed_apply, train_compensation
 from prunekit_splat.graph import quantile_radius, radius_graph
 from prunekit_splat.metrics import psnr
 from prunekit_splat.render import render
@@ -95,8 +95,22 @@ def graph_stats(means: torch.Tensor, k: int, nn_quantile: float = 0.0) -> dict:
             "isolated_fraction": float((deg == 0).mean()), "mean_degree": float(deg.mean())}
 
 
-def measure(params, cams, images, net=None) -> dict:
-    """Held-out PSNR, render ms/image and (with ``net``) compensation ms/image; PLY and sidecar bytes."""
+def net_effect(scene, net, cams, images) -> dict:
+    """What the net does on these views: PSNR without/with it and its mean |gain - 1|."""
+    raw, comp, dev = [], [], []
+    with torch.no_grad():
+        for c, ref in zip(cams, images):
+            img = render(scene, c, backend="torch").image
+            raw.append(psnr(ref, img))
+            comp.append(psnr(ref, apply(net, img)))
+            dev.append(float((net.gain(img.permute(2, 0, 1)[None]) - 1).abs().mean()))
+    return {"psnr_without_net": sum(raw) / len(raw), "psnr_with_net": sum(comp) / len(comp),
+            "mean_abs_gain_minus_1": sum(dev) / len(dev)}
+
+
+def measure(params, cams, images, net=None, train_views=None) -> dict:
+    """Held-out PSNR, render ms/image and (with ``net``) compensation ms/image; PLY and sidecar bytes;
+    with ``net`` also its effect on the held-out views and on ``train_views`` (cameras, images)."""
     ps, r_ms, c_ms = [], [], []
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "s.ply"
@@ -119,6 +133,9 @@ def measure(params, cams, images, net=None) -> dict:
         out["compensation_params"] = sum(p.numel() for p in net.parameters())
         h, w = images[0].shape[:2]
         out["compensation_mmac_per_megapixel"] = macs(net, h, w) / (h * w)
+        out["net_on_held_out"] = net_effect(scene, net, cams, images)
+        if train_views is not None:
+            out["net_on_train_views"] = net_effect(scene, net, *train_views)
     return out
 
 
@@ -218,7 +235,8 @@ def main(argv=None) -> int:
         res = {"name": name, "scorer": scorer, "scorer_options": options, "schedule": {"steps": list(sched.steps), "keeps": list(sched.keeps)},
                "joint_compensation": joint, "cpu_seconds": prefix_cpu + log["cpu_seconds"],
                "prunes": getattr(strat, "records", []),
-               "log": {k: log[k] for k in ("steps", "loss", "gaussians")}, **measure(state[0], data[2], data[3], net)}
+               "log": {k: log[k] for k in ("steps", "loss", "gaussians")},
+               **measure(state[0], data[2], data[3], net, (data[0][:8], data[1][:8]))}
         if joint:
             res["compensation_start"] = log["compensation_start"]
         runs[name] = res
@@ -235,7 +253,7 @@ def main(argv=None) -> int:
         name = f"{scorer}+posthoc"
         runs[name] = {"name": name, "scorer": scorer, "compensation_train_cpu_seconds": time.process_time() - c0,
                       "cpu_seconds": runs[scorer]["cpu_seconds"] + time.process_time() - c0,
-                      **measure(params, data[2], data[3], net)}
+                      **measure(params, data[2], data[3], net, (data[0][:8], data[1][:8]))}
         print(f"{name}: held-out PSNR {runs[name]['psnr']:.2f} dB", flush=True)
     if args.small_baseline:
         count = next((r["gaussians"] for r in runs.values() if r.get("schedule", {}).get("steps") == [prune_step]), None)

@@ -105,7 +105,8 @@ def train_router(unet: torch.nn.Module, noise_scheduler, batches: Callable[[int]
             if r["plan"] is not None:
                 code_ratios = macs.ratio(r["code_bits"])
                 loss = loss + config.w_assign * assignment_loss(r["sims"], r["plan"])
-                loss = loss + config.w_std * -code_ratios.std() + config.w_max * (1 - code_ratios.max())
+                if config.n_codes > 1:  # the spread terms are undefined (std) or moot for one code
+                    loss = loss + config.w_std * -code_ratios.std() + config.w_max * (1 - code_ratios.max())
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -157,6 +157,12 @@ def test_training_loop_logs_and_leaves_the_unet_untouched(tmp_path):
         assert torch.equal(unet(x, t, e).sample, ref)  # frozen and unhooked afterwards
 
 
+def test_one_code_static_training_stays_finite():
+    router, macs, log, _ = _trained_router(tiny_unet(), steps=4, codes=1)
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
+    assert torch.isfinite(router.codes).all()
+
+
 def test_export_reload_round_trip_and_bad_manifests(tmp_path):
     from prunekit_diffusion.aptp.bundle import export_experts, load_bundle
 

@@ -190,6 +190,25 @@ def summarize(out: dict, a) -> dict:
     return s
 
 
+def table(result: dict) -> str:
+    """The README table (markdown) of a result file: one row per variant, before / after recovery."""
+    f = lambda q, k, d: "-" if q is None else f"{q[k]:.{d}f}"
+    rows = ["| model | variant | MACs | params | latency (CPU) | acc before FT | FD before | acc after FT | FD after |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for kind, m in result["models"].items():
+        u = m["unpruned"]
+        ctl = u.get("finetune_control", {}).get("quality")
+        rows.append(f"| {kind} | unpruned (after: same fine-tune, control) | 1.00 | 1.00 | 1.00 | "
+                    f"{f(u['quality'], 'accuracy', 3)} | {f(u['quality'], 'frechet', 1)} | {f(ctl, 'accuracy', 3)} | "
+                    f"{f(ctl, 'frechet', 1)} |")
+        for name, v in m["pruned"].items():
+            ft = v.get("finetune", {}).get("quality")
+            rows.append(f"| {kind} | {name} | {v['mac_ratio']:.2f} | {v['param_ratio']:.2f} | {v['latency_ratio']:.2f} | "
+                        f"{f(v['quality'], 'accuracy', 3)} | {f(v['quality'], 'frechet', 1)} | {f(ft, 'accuracy', 3)} | "
+                        f"{f(ft, 'frechet', 1)} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="unet,dit", help="comma-separated: unet, dit")
@@ -212,12 +231,16 @@ def main() -> None:
                     help="skip the Torch-Pruning magnitude channel baseline")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-out" / "ldpruner.json")
     ap.add_argument("--merge", action="store_true", help="keep results of models not benchmarked in this run")
+    ap.add_argument("--table", action="store_true", help="print --out as a markdown table and exit")
     ap.add_argument("--combine", type=Path, nargs="+", help="merge these result files into --out and exit")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
 
     from prunekit.fileio import atomic_write_text
 
+    if a.table:
+        print(table(json.loads(a.out.read_text())))
+        return
     if a.combine:
         runs = [json.loads(f.read_text()) for f in a.combine]
         merged = {**runs[0], "models": {}, "runs": [{k: r.get(k) for k in ("machine", "inputs", "wall_seconds")} for r in runs]}

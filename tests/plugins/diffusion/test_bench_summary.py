@@ -13,7 +13,7 @@ def bench():
 
 
 def _variant(macs, lat, acc, fd, acc_ft, fd_ft):
-    return {"mac_ratio": macs, "latency_ratio": lat, "quality": {"accuracy": acc, "frechet": fd},
+    return {"mac_ratio": macs, "param_ratio": macs, "latency_ratio": lat, "quality": {"accuracy": acc, "frechet": fd},
             "finetune": {"quality": {"accuracy": acc_ft, "frechet": fd_ft}}}
 
 
@@ -38,3 +38,9 @@ def test_summary_means_and_targets(bench):
     assert not t["accuracy_within_5pct_of_unpruned_same_ft"]  # 0.88 < 0.95 * 0.94
     low = bench.summarize(_out(0.74), a)["targets"]
     assert not low["accuracy_within_5pct_of_unpruned"] and not low["beats_baselines_accuracy_after_ft"]
+
+
+def test_table_has_a_row_per_variant(bench):
+    rows = bench.table({"models": {"unet": _out(0.88)}}).splitlines()
+    assert len(rows) == 2 + 1 + 4
+    assert rows[3] == "| unet | ld-pruner | 0.64 | 0.64 | 0.62 | 0.600 | 80.0 | 0.880 | 35.0 |"

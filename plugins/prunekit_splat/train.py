@@ -73,6 +73,7 @@ class TrainConfig:
     time_budget_s: float | None = None  # stop early (after the step that crosses it) on a busy machine
     # run only steps [start_step, stop_step) of this schedule: a run stopped at s and resumed from
     # s (same params, optimisers and a copy of the strategy) takes the same steps as one whole run
+    # (except a compensation net, which a call builds afresh at its start step: resume before it)
     start_step: int = 0
     stop_step: int | None = None
     lrs: dict[str, float] = field(default_factory=lambda: dict(LEARNING_RATES))

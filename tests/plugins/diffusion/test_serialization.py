@@ -156,4 +156,7 @@ def test_pixart_blocks_prune_and_reload_with_plain_diffusers(tmp_path):
     plain = PixArtTransformer2DModel.from_pretrained(tmp_path / "px").eval()
     x, t, kw = calib.example(m)
     with torch.no_grad():
-        assert torch.equal(plain(x, timestep=t, **kw).sample, res.model(x, timestep=t, **kw).sample)
+        # same weights and buffers (checked), yet with torch 2.14 the reloaded copy's output differs in
+        # the last float bits (2e-7) from the in-memory one: compare to float32 rounding
+        torch.testing.assert_close(plain(x, timestep=t, **kw).sample, res.model(x, timestep=t, **kw).sample,
+                                   rtol=0, atol=1e-5)

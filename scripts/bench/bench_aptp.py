@@ -57,7 +57,7 @@ def train_or_load(name: str, unet, data, table, codes: int, a) -> tuple:
     folder = T.CACHE / f"{name}_k{codes}_p{a.keep}_s{a.steps}"
     if (folder / "aptp.json").exists() and not a.force:
         b = load_bundle(folder)
-        return b.router, b.macs, b.experts, b.manifest.get("log", []), 0.0
+        return b.router, b.macs, b.experts, b.manifest.get("log", []), b.manifest.get("train_cpu_s", 0.0)
     cfg = AptpConfig(n_codes=codes, keep_macs=a.keep, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, log_every=20)
     c0 = cpu()
     show = lambda r: print(f"{name} step {r['step']} loss {r['loss']:.3f} macs {r['mac_ratio']:.3f} codes {r['codes']} "  # noqa: E731

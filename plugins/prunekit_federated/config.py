@@ -148,14 +148,18 @@ class HideNseekConfig(FedConfig):
     """HideNseek (Vallapuram et al., arXiv 2206.04385)."""
 
     synflow_iters: int = option(100, "SynFlow pruning iterations at initialisation (paper: 100)")
-    score_lr: float = option(1.0, "client learning rate of the sign scores")
+    score_lr: float = option(0.1, "client SGD learning rate of the sign scores (tuned with weight_scale=density)")
     score_init: float = option(0.02, "initial |score| of every kept weight (sign starts at +1)")
+    weight_scale: Literal["density", "none"] = option(
+        "density", "frozen weights divided by sqrt(layer density) (edge-popup's scaled init) or kept as initialised")
     local_epochs: int = option(3, "local epochs per round (HideNseek learns signs only: 3 converge faster than 1)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.synflow_iters < 1 or self.score_lr <= 0 or self.score_init <= 0:
             raise ValueError("synflow_iters must be >= 1, score_lr and score_init > 0")
+        if self.weight_scale not in ("density", "none"):
+            raise ValueError(f"weight_scale must be 'density' or 'none', got {self.weight_scale!r}")
 
 
 CONFIGS: dict[str, type[FedConfig]] = {

@@ -10,8 +10,9 @@ All three subclass :class:`flwr.serverapp.strategy.FedAvg` and override
   rounds of the cosine schedule, magnitude-prune / top-k-gradient-grow
   (:func:`prunekit_federated.masks.prune_and_grow`). The mask is cached on nodes
   (``context.state``) and re-sent only when it changed or the node lacks it.
-- :class:`SignSupermaskFedAvg` — HideNseek server: frozen SynFlow-pruned weights sent
-  once per node; afterwards 1 bit per kept weight each way. Aggregation choice: a
+- :class:`SignSupermaskFedAvg` — HideNseek server: frozen SynFlow-pruned weights
+  (scaled by 1/sqrt(layer density), :func:`~.training.frozen_weights`) sent once per
+  node; afterwards 1 bit per kept weight each way. Aggregation choice: a
   sample-weighted **majority vote** of the clients' signs, sigma = sign(sum_i n_i
   sigma_i), a tie keeps the previous global sign (the paper does not fix this; see
   METHODS.md 9.3). Biases and BN tensors are averaged densely.
@@ -40,7 +41,7 @@ from prunekit import Mask
 
 from . import transport as tp
 from .masks import apply_mask, prunable_shapes, prune_and_grow, regrow_schedule, swap_counts
-from .training import evaluate
+from .training import evaluate, frozen_weights
 
 try:  # flwr is an optional extra; this module is only imported when it is installed
     from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -336,7 +337,7 @@ class SignSupermaskFedAvg(DenseFedAvg):
     def __init__(self, model, cfg, mask: Mask, test_data=None, **kw):
         super().__init__(model, cfg, test_data, **kw)
         self.mask = mask
-        self.base = {k: (self.state[k].flatten() * mask[k].float()) for k in mask.groups}
+        self.base = frozen_weights(self.state, mask, cfg.weight_scale)
         self.signs = {k: torch.where(mask[k], 1.0, 0.0) for k in mask.groups}
         self.has_base: set[int] = set()
 

@@ -1,8 +1,10 @@
 """Capacity check for HideNseek: centralised sign-supermask training, no federation.
 
-The same small CNN, frozen PyTorch-default weights, SynFlow mask at the given density
-(100 iterations), trained on the pooled client data of the federated benchmark (the
-MNIST pool minus the server hold-out) with the HideNseek client step
+The same small CNN, frozen PyTorch-default weights masked by SynFlow at the given
+density (100 iterations) and scaled like the federated runs
+(:func:`prunekit_federated.training.frozen_weights`, ``--weight-scale``), trained on
+the pooled client data of the federated benchmark (the MNIST pool minus the server
+hold-out) with the HideNseek client step
 (:func:`prunekit_federated.training.train_signs`), evaluated on the server hold-out
 after every epoch. This separates what the sign-only model can reach at this width from
 what the federation (majority vote over non-IID clients) loses.
@@ -28,14 +30,15 @@ def run(density: float, a) -> dict:
     from prunekit_federated.masks import prunable_shapes
     from prunekit_federated.models import SmallCNN
     from prunekit_federated.synflow import synflow_mask
-    from prunekit_federated.training import evaluate, signed_weights, train_signs
+    from prunekit_federated.training import evaluate, frozen_weights, signed_weights, train_signs
 
     torch.manual_seed(a.seed)
     model = SmallCNN(28, channels=(16 * a.width, 32 * a.width), hidden=64 * a.width)
     shapes = prunable_shapes(model)
     mask = synflow_mask(model, density, (1, 28, 28), iterations=100)
     named = dict(model.named_parameters())
-    base = {k: named[k].detach().clone() for k in shapes}
+    flat = frozen_weights({k: named[k] for k in shapes}, mask, a.weight_scale)
+    base = {k: flat[k].view(shapes[k]) for k in shapes}
     ds = load_dataset("mnist")
     pool, test = holdout_split(ds.y.numpy(), 0.2, a.seed)
     train, test = ds.subset(pool), ds.subset(test)
@@ -55,17 +58,20 @@ def run(density: float, a) -> dict:
 
 
 def main(argv=None) -> int:
+    sys.path.insert(0, str(ROOT / "plugins"))
+    from prunekit_federated.config import HideNseekConfig
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--densities", default="0.1,1.0")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--width", type=int, default=1)
-    p.add_argument("--score-lr", type=float, default=1.0)
+    p.add_argument("--score-lr", type=float, default=HideNseekConfig.score_lr)
+    p.add_argument("--weight-scale", default="density", choices=("density", "none"))
     p.add_argument("--score-init", type=float, default=0.02)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(ROOT / "bench-out" / "federated_hidenseek_capacity.json"))
     a = p.parse_args(argv)
-    sys.path.insert(0, str(ROOT / "plugins"))
     import torch
 
     from prunekit.fileio import atomic_write_text

@@ -13,7 +13,8 @@ patches for:
 - ``norm``: the block output's token norm (high-norm "register" tokens, Darcet et al. 2024);
 
 and the auxiliary head's accuracy when its attention may read only the digit patches, only the
-background patches, or every token (where does the class information sit at that block?).
+background patches, or every token it read in training (where does the class information sit?).
+The first row checks the patch / mask alignment: the AUC of the patches' mean brightness.
 JSON: ``bench-out/cropr_ranking.json``.
 """
 
@@ -61,7 +62,10 @@ def analyse(reducer, model, x, y, m, spec: ModelSpec, min_pixels: int, batch: in
     with torch.inference_mode(), record_rankings(reducer) as rec:
         for xb, _ in batches(x, y.numpy(), batch, normalise=normalise):
             model(pixel_values=xb)
-    out = []
+    # alignment check of patches and digit masks: the digit patches are the bright ones (distractors are bright too)
+    brightness = torch.nn.functional.avg_pool2d(torch.as_tensor(x), spec.patch_size).flatten(1)
+    out = [{"auc_patch_brightness": _mean(ranking_auc(brightness, relevant[:, n_prefix:]))}]
+    print(json.dumps(out[0]), flush=True)
     for k, (block, r) in enumerate(reducer.plan):
         mod = reducer.cropr[k]
         xs, origin = torch.cat(rec.inputs[k]), torch.cat(rec.origin[k])
@@ -79,12 +83,14 @@ def analyse(reducer, model, x, y, m, spec: ModelSpec, min_pixels: int, batch: in
         if mod.has_aux:
             with torch.inference_mode():
                 prefix = ~valid & (origin >= 0)
+                readable = valid if mod.exclude_prefix else origin >= 0  # what the branch read in training
                 row["aux_accuracy"] = {
-                    "all_tokens": aux_accuracy(mod, xs, origin >= 0, y),
+                    "all_tokens": aux_accuracy(mod, xs, readable, y),
                     "digit_patches_only": aux_accuracy(mod, xs, rel | (rel.sum(1, keepdim=True) == 0), y),
                     "background_patches_only": aux_accuracy(mod, xs, valid & ~rel, y),
-                    "prefix_only": aux_accuracy(mod, xs, prefix, y),
                 }
+                if not mod.exclude_prefix:
+                    row["aux_accuracy"]["prefix_only"] = aux_accuracy(mod, xs, prefix, y)
         out.append(row)
         print(json.dumps(row), flush=True)
     return out

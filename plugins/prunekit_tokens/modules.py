@@ -20,7 +20,9 @@ Option (not in the paper): ``exclude_prefix=p`` hides the first ``p`` tokens (CL
 from the auxiliary aggregation. In deep modules the CLS token already carries the class,
 so a query can solve the auxiliary task by attending to CLS alone and the patch scores
 stop meaning anything; on cluttered MNIST the last module then kept digit patches no
-better than chance. Hiding the prefix makes the queries rank patches.
+better than chance. Hiding the prefix makes the queries rank patches; *which* patches is
+whatever the auxiliary head reads most easily (on an under-trained cluttered-MNIST classifier:
+background tokens, see the package README, *Known limits*).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ _LAZY = {
     "remove_operators": "bypass",
     "ld_pruner_scores": "scoring",
     "random_scores": "scoring",
+    "iterative_ld_pruner": "iterative",
     "prune_denoiser": "api",
     "prune_pipeline": "api",
     "PruneResult": "api",

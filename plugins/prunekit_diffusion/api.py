@@ -8,7 +8,9 @@
 Steps: calibration set → operator discovery (costs at the calibration resolution) →
 scores (:mod:`~prunekit_diffusion.scoring`) → :func:`prunekit.select` under a MAC
 budget (``keep_macs``: fraction of the denoiser's MACs per call) or an operator-count
-budget (``keep_ratio``) → physical removal on a copy of the denoiser.
+budget (``keep_ratio``) → physical removal on a copy of the denoiser. ``rounds > 1`` runs
+the iterative variant (:mod:`~prunekit_diffusion.iterative`: remove in rounds, re-score the
+survivors); ``per_mac=True`` ranks by score per MAC saved (both our own, not the paper's).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from prunekit import Budget, Mask, Report, Scores, select
 from prunekit.errors import UsageError
 
 from .bypass import remove_operators
+from .iterative import iterative_ld_pruner
 from .operators import Operator, discover_operators, total_macs
 from .sampling import Calibration
 from .scoring import GROUP, ld_pruner_scores, macs_budget, random_scores, removable
@@ -125,7 +128,7 @@ class PruneResult:
 
 
 def score_operators(model: torch.nn.Module, scheduler, calib: Calibration, method: str = "ld-pruner",
-                    seed: int = 0, progress: bool = True) -> tuple[list[Operator], Scores, int]:
+                    seed: int = 0, progress: bool = True, per_mac: bool = False) -> tuple[list[Operator], Scores, int]:
     """(operators, scores over the removable ones, total MACs per sample)."""
     if method not in METHODS:
         raise UsageError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -133,7 +136,7 @@ def score_operators(model: torch.nn.Module, scheduler, calib: Calibration, metho
     ops = discover_operators(model, example)
     total = total_macs(model, example)
     if method == "ld-pruner":
-        scores = ld_pruner_scores(model, scheduler, ops, calib, progress=progress)
+        scores = ld_pruner_scores(model, scheduler, ops, calib, progress=progress, per_mac=per_mac)
     else:
         scores = random_scores(ops, seed)
     return ops, scores, total
@@ -165,7 +168,7 @@ def size_of(model: torch.nn.Module, example) -> dict[str, float]:
 def prune_denoiser(model: torch.nn.Module, scheduler, *, keep_macs: float | None = None,
                    keep_ratio: float | None = None, budget: Budget | None = None, calib: Any = None,
                    method: str = "ld-pruner", seed: int = 0, progress: bool = True, inplace: bool = False,
-                   pipe: Any = None, **calib_kw: Any) -> PruneResult:
+                   pipe: Any = None, rounds: int = 1, per_mac: bool = False, **calib_kw: Any) -> PruneResult:
     """Score, select and remove operators of ``model``; see the module docstring."""
     t0 = time.perf_counter()
     model.eval()
@@ -173,12 +176,21 @@ def prune_denoiser(model: torch.nn.Module, scheduler, *, keep_macs: float | None
     example = calib.example(model)
     report = Report(method=method)
     report.before = size_of(model, example)
-    with report.time("score"):
-        ops, scores, total = score_operators(model, scheduler, calib, method, seed, progress)
-    bud = make_budget(ops, total, keep_macs, keep_ratio, budget)
+    if rounds != 1 and method != "ld-pruner":
+        raise UsageError(f"rounds={rounds} (iterative re-scoring) needs method 'ld-pruner', got {method!r}")
+    rounds_log = None
+    if rounds == 1:
+        with report.time("score"):
+            ops, scores, total = score_operators(model, scheduler, calib, method, seed, progress, per_mac)
+        bud = make_budget(ops, total, keep_macs, keep_ratio, budget)
+        with report.time("select"):
+            mask = select(scores, bud)
+    else:
+        ops, total = discover_operators(model, example), total_macs(model, example)
+        bud = make_budget(ops, total, keep_macs, keep_ratio, budget)
+        with report.time("score"):
+            scores, mask, rounds_log = iterative_ld_pruner(model, scheduler, ops, calib, bud, rounds, per_mac, progress)
     report.budget = (f"keep_macs={keep_macs:g} -> " if keep_macs is not None else "") + bud.describe()
-    with report.time("select"):
-        mask = select(scores, bud)
     units = removable(ops)
     drop = [op for op, keep in zip(units, mask[GROUP].tolist()) if not keep]
     with report.time("apply"):
@@ -193,7 +205,8 @@ def prune_denoiser(model: torch.nn.Module, scheduler, *, keep_macs: float | None
                         "cond": sorted(calib.cond)},
         "operators": [{**op.to_dict(), "score": (vals[units.index(op)] if op in units else None),
                        "kept": (op not in drop)} for op in ops],
-        "removed": removed,
+        "removed": removed, "rounds": rounds, "per_mac": per_mac,
+        **({"rounds_log": rounds_log} if rounds_log is not None else {}),
     }
     report.notes.append(f"removed {len(drop)} of {len(units)} removable operators "
                         f"({len(ops) - len(units)} not removable)")

@@ -11,9 +11,11 @@ original denoiser (latents ``L_orig``, computed once) and once with ``k`` bypass
 
 A large ``S_k`` means the final latents move a lot without ``k``: ``k`` is important.
 Scores go into :class:`prunekit.Scores` with each operator's MAC saving as its cost, so
-:func:`prunekit.select` can spend a MAC budget. Scoring is one-shot (all operators scored
-against the full model); the paper's exact normalisation / re-scoring schedule is not
-reproduced. ``std`` uses the unbiased (n - 1) estimator. A bypass that produces
+:func:`prunekit.select` can spend a MAC budget. By default scoring is one-shot (all operators
+scored against the full model), which is how we read the paper (single-operator
+modifications, O(n m k) cost); :mod:`~prunekit_diffusion.iterative` adds our own re-scoring
+variant, which scores with already removed operators (``removed``) kept bypassed.
+``per_mac=True`` is our own deviation as well: ``S_k / MACs_k`` (score per MAC saved). ``std`` uses the unbiased (n - 1) estimator. A bypass that produces
 non-finite latents scores ``+inf`` (never removed first).
 """
 
@@ -49,8 +51,15 @@ def _costs(ops: Sequence[Operator]) -> torch.Tensor:
 
 @torch.no_grad()
 def ld_pruner_scores(model: torch.nn.Module, scheduler, ops: Sequence[Operator], calib: Calibration,
-                     progress: bool = True, reference: torch.Tensor | None = None) -> Scores:
-    """One score per removable operator of ``ops`` (group ``"operators"``, cost = MACs saved)."""
+                     progress: bool = True, reference: torch.Tensor | None = None,
+                     removed: Sequence[Operator] = (), per_mac: bool = False) -> Scores:
+    """One score per removable operator of ``ops`` (group ``"operators"``, cost = MACs saved).
+
+    ``removed``: operators bypassed throughout (a partly pruned model); ``S_k`` then compares
+    the latents with ``removed + [k]`` bypassed to ``reference`` (default: the latents of the
+    model with only ``removed`` bypassed). ``per_mac``: divide each score by its MAC saving
+    (``+inf`` where it saves nothing) -- our deviation, not the paper's.
+    """
     if calib.n < 2:
         raise UsageError(f"LD-Pruner needs at least 2 calibration samples (it compares spreads), got {calib.n}")
     units = removable(ops)
@@ -59,7 +68,9 @@ def ld_pruner_scores(model: torch.nn.Module, scheduler, ops: Sequence[Operator],
     was_training = model.training
     model.eval()
     try:
-        ref = sample_latents(model, scheduler, calib) if reference is None else reference
+        if reference is None:
+            with bypassed(model, list(removed)):
+                reference = sample_latents(model, scheduler, calib)
         values = []
         it = units
         if progress:
@@ -67,11 +78,15 @@ def ld_pruner_scores(model: torch.nn.Module, scheduler, ops: Sequence[Operator],
 
             it = tqdm(units, desc="LD-Pruner scoring", unit="op")
         for op in it:
-            with bypassed(model, [op]):
-                values.append(latent_distance(ref, sample_latents(model, scheduler, calib)))
+            with bypassed(model, [*removed, op]):
+                values.append(latent_distance(reference, sample_latents(model, scheduler, calib)))
     finally:
         model.train(was_training)
-    return Scores.single(torch.tensor(values, dtype=torch.float64), cost=_costs(units), name=GROUP)
+    cost = _costs(units)
+    vals = torch.tensor(values, dtype=torch.float64)
+    if per_mac:
+        vals = torch.where(cost > 0, vals / cost.clamp_min(1.0), torch.full_like(vals, float("inf")))
+    return Scores.single(vals, cost=cost, name=GROUP)
 
 
 def random_scores(ops: Sequence[Operator], seed: int = 0) -> Scores:

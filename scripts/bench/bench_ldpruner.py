@@ -112,6 +112,14 @@ def bench_model(kind: str, a, clf, real_feats, train_x, train_y) -> dict:
     out["ld_scoring_seconds"] = time.perf_counter() - t0
     out["operators"] = ld.report.extra["operators"]
     variants["ld-pruner"] = (ld.model, [x["name"] for x in ld.removed], {})
+    for rounds, per_mac in ld_variants(a.ld_variants):  # our own variants (iterative re-scoring, score per MAC)
+        t0 = time.perf_counter()
+        v = prune_denoiser(base, sched, keep_macs=a.keep, calib=calib, method="ld-pruner", progress=a.progress,
+                           rounds=rounds, per_mac=per_mac)
+        info = {"rounds": rounds, "per_mac": per_mac, "scoring_seconds": time.perf_counter() - t0,
+                "rounds_log": v.report.extra.get("rounds_log"),
+                "scores": {o["name"]: o["score"] for o in v.report.extra["operators"] if o["score"] is not None}}
+        variants[variant_name(rounds, per_mac)] = (v.model, [x["name"] for x in v.removed], info)
     for s in range(a.random_seeds):
         r = prune_denoiser(base, sched, keep_macs=a.keep, calib=calib, method="random", seed=s)
         variants[f"random-{s}"] = (r.model, [x["name"] for x in r.removed], {})
@@ -147,6 +155,19 @@ def bench_model(kind: str, a, clf, real_feats, train_x, train_y) -> dict:
     return out
 
 
+def ld_variants(spec: str) -> list[tuple[int, bool]]:
+    """``"4,4m,1m"`` -> [(4, False), (4, True), (1, True)]: rounds, and ``m`` = score per MAC."""
+    out = []
+    for tok in (t.strip() for t in spec.split(",") if t.strip()):
+        per_mac = tok.endswith("m")
+        out.append((int(tok.rstrip("m")), per_mac))
+    return out
+
+
+def variant_name(rounds: int, per_mac: bool) -> str:
+    return "ld-pruner" + (f"-iter{rounds}" if rounds > 1 else "") + ("-permac" if per_mac else "")
+
+
 def summarize(out: dict, a) -> dict:
     """Headline figures and the issue-6 targets, from one model's results.
 
@@ -168,7 +189,8 @@ def summarize(out: dict, a) -> dict:
          "unpruned_accuracy": base["quality"]["accuracy"], "unpruned_frechet": base["quality"]["frechet"],
          "unpruned_accuracy_after_same_ft": ctl["quality"]["accuracy"] if ctl else None,
          "unpruned_frechet_after_same_ft": ctl["quality"]["frechet"] if ctl else None}
-    rows = {"ld": [ld], "random_mean": rnd, **({"magnitude": [mag]} if mag else {})}
+    extra_ld = {k: [v] for k, v in res.items() if k.startswith("ld-pruner-")}
+    rows = {"ld": [ld], **({"random_mean": rnd} if rnd else {}), **({"magnitude": [mag]} if mag else {}), **extra_ld}
     for key, vs in rows.items():
         s[f"{key}_mac_ratio"] = mean([v["mac_ratio"] for v in vs])
         s[f"{key}_latency_ratio"] = mean([v["latency_ratio"] for v in vs])
@@ -178,6 +200,10 @@ def summarize(out: dict, a) -> dict:
     if s["ld_accuracy_after_ft"] is not None:
         after = s["ld_accuracy_after_ft"]
         others = [k for k in ("random_mean", "magnitude") if k in rows]
+        for k in extra_ld:  # each LD-Pruner variant against the same baselines, after recovery
+            s[f"{k}_beats_baselines_accuracy_after_ft"] = all(s[f"{k}_accuracy_after_ft"] > s[f"{o}_accuracy_after_ft"] for o in others)
+            s[f"{k}_accuracy_within_5pct_of_unpruned_same_ft"] = (
+                s[f"{k}_accuracy_after_ft"] >= 0.95 * s["unpruned_accuracy_after_same_ft"] if ctl else None)
         s["targets"] = {
             "latency_cut_30pct": s["ld_latency_ratio"] <= 0.70,
             "accuracy_within_5pct_of_unpruned": after >= 0.95 * s["unpruned_accuracy"],
@@ -224,6 +250,8 @@ def main() -> None:
     ap.add_argument("--ft-lr", type=float, default=5e-4)
     ap.add_argument("--latency-batch", type=int, default=64)
     ap.add_argument("--latency-repeats", type=int, default=15)
+    ap.add_argument("--ld-variants", default="", help="extra LD-Pruner variants, comma-separated: rounds, with "
+                    "'m' for score per MAC (e.g. '4,4m,1m'); the one-shot 'ld-pruner' row is always run")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--progress", action="store_true")

@@ -44,3 +44,16 @@ def test_table_has_a_row_per_variant(bench):
     rows = bench.table({"models": {"unet": _out(0.88)}}).splitlines()
     assert len(rows) == 2 + 1 + 4
     assert rows[3] == "| unet | ld-pruner | 0.64 | 0.64 | 0.62 | 0.600 | 80.0 | 0.880 | 35.0 |"
+
+
+def test_summary_of_ld_variants_without_random_rows(bench):
+    out = _out(0.88)
+    out["pruned"] = {k: v for k, v in out["pruned"].items() if not k.startswith("random-")}
+    out["pruned"]["ld-pruner-iter4"] = _variant(0.63, 0.6, 0.5, 90.0, 0.91, 30.0)
+    s = bench.summarize(out, SimpleNamespace(keep=0.65, eval_n=400))
+    assert "random_mean_accuracy_after_ft" not in s and s["ld-pruner-iter4_accuracy_after_ft"] == 0.91
+    assert s["ld-pruner-iter4_beats_baselines_accuracy_after_ft"]  # 0.91 > magnitude's 0.75
+    assert s["ld-pruner-iter4_accuracy_within_5pct_of_unpruned_same_ft"]  # 0.91 >= 0.95 * 0.94
+    assert bench.ld_variants("4, 4m,1m") == [(4, False), (4, True), (1, True)]
+    assert [bench.variant_name(*v) for v in bench.ld_variants("4,4m,1m")] == [
+        "ld-pruner-iter4", "ld-pruner-iter4-permac", "ld-pruner-permac"]

@@ -25,8 +25,8 @@ from prunekit import Budget, Mask, Scores, select
 from prunekit.errors import UsageError
 
 from .operators import Operator
-from .sampling import Calibration, sample_latents
-from .scoring import GROUP, ld_pruner_scores, removable
+from .sampling import Calibration
+from .scoring import GROUP, ld_pruner_scores, mac_costs, reference_latents, removable
 
 
 def round_budget(budget: Budget, n: int, total_cost: float, r: int, rounds: int) -> Budget:
@@ -55,14 +55,9 @@ def iterative_ld_pruner(model: torch.nn.Module, scheduler, ops: Sequence[Operato
     units = removable(ops)
     if not units:
         raise UsageError("no removable operators in this denoiser")
-    was_training = model.training
-    model.eval()
-    try:
-        reference = sample_latents(model, scheduler, calib)
-    finally:
-        model.train(was_training)
+    reference = reference_latents(model, scheduler, calib)
     n = len(units)
-    cost = torch.tensor([float(max(op.saved_macs, 0)) for op in units], dtype=torch.float64)
+    cost = mac_costs(units)
     values = torch.full((n,), float("nan"), dtype=torch.float64)
     alive = list(range(n))
     log = []

@@ -45,8 +45,21 @@ def removable(ops: Sequence[Operator]) -> list[Operator]:
     return [op for op in ops if op.removable]
 
 
-def _costs(ops: Sequence[Operator]) -> torch.Tensor:
+def mac_costs(ops: Sequence[Operator]) -> torch.Tensor:
     return torch.tensor([float(max(op.saved_macs, 0)) for op in ops], dtype=torch.float64)
+
+
+@torch.no_grad()
+def reference_latents(model: torch.nn.Module, scheduler, calib: Calibration,
+                      removed: Sequence[Operator] = ()) -> torch.Tensor:
+    """Final latents of ``model`` with ``removed`` bypassed, sampled in eval mode (mode restored)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with bypassed(model, list(removed)):
+            return sample_latents(model, scheduler, calib)
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -69,8 +82,7 @@ def ld_pruner_scores(model: torch.nn.Module, scheduler, ops: Sequence[Operator],
     model.eval()
     try:
         if reference is None:
-            with bypassed(model, list(removed)):
-                reference = sample_latents(model, scheduler, calib)
+            reference = reference_latents(model, scheduler, calib, removed)
         values = []
         it = units
         if progress:
@@ -82,7 +94,7 @@ def ld_pruner_scores(model: torch.nn.Module, scheduler, ops: Sequence[Operator],
                 values.append(latent_distance(reference, sample_latents(model, scheduler, calib)))
     finally:
         model.train(was_training)
-    cost = _costs(units)
+    cost = mac_costs(units)
     vals = torch.tensor(values, dtype=torch.float64)
     if per_mac:
         vals = torch.where(cost > 0, vals / cost.clamp_min(1.0), torch.full_like(vals, float("inf")))
@@ -95,7 +107,7 @@ def random_scores(ops: Sequence[Operator], seed: int = 0) -> Scores:
     if not units:
         raise UsageError("no removable operators in this denoiser")
     g = torch.Generator().manual_seed(seed)
-    return Scores.single(torch.rand(len(units), generator=g, dtype=torch.float64), cost=_costs(units), name=GROUP)
+    return Scores.single(torch.rand(len(units), generator=g, dtype=torch.float64), cost=mac_costs(units), name=GROUP)
 
 
 def macs_budget(ops: Sequence[Operator], total_macs: int, keep_macs: float) -> Budget:

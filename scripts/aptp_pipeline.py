@@ -29,14 +29,14 @@ class MiniLMCanvasPipeline(DiffusionPipeline):
         self.register_modules(unet=unet, scheduler=scheduler)
 
     @torch.no_grad()
-    def __call__(self, prompt, num_inference_steps: int = 20, generator=None, latents=None, output_type: str = "pt",
+    def __call__(self, prompt=None, num_inference_steps: int = 20, generator=None, latents=None, output_type: str = "pt",
                  return_dict: bool = True, prompt_embeds=None):
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if prompt_embeds is None:
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
             prompt_embeds, _ = encoder().tokens(prompts, pad_to=16)
         h, w = self.unet.config.sample_size
         if latents is None:
-            latents = randn_tensor((len(prompts), self.unet.config.in_channels, h, w), generator=generator)
+            latents = randn_tensor((len(prompt_embeds), self.unet.config.in_channels, h, w), generator=generator)
         self.scheduler.set_timesteps(num_inference_steps)
         x = latents * self.scheduler.init_noise_sigma
         for t in self.progress_bar(self.scheduler.timesteps):

@@ -45,9 +45,13 @@ class SentenceEncoder:
                                padding="max_length" if pad_to else True, return_tensors="pt")
         return self.model(**batch).last_hidden_state, batch["attention_mask"]
 
+    @staticmethod
+    def pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Sentence embedding from token states: masked mean, then L2 normalisation."""
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1).clamp_min(1e-9), dim=-1)
+
     @torch.no_grad()
     def embed(self, texts: list[str]) -> torch.Tensor:
         """Mean-pooled, L2-normalised sentence embeddings ``(B, dim)``."""
-        h, mask = self.tokens(texts)
-        m = mask.unsqueeze(-1).to(h.dtype)
-        return torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp_min(1e-9), dim=-1)
+        return self.pool(*self.tokens(texts))

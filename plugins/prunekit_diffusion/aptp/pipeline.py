@@ -53,12 +53,22 @@ class AptpPipeline:
 
     ``encode(prompts) -> (B, D)`` is the router's prompt encoder (all-MiniLM-L6-v2 mean pooling by
     default, :class:`~prunekit_diffusion.aptp.text.PromptEncoder`).
+
+    ``condition(prompts) -> (embedding (B, D), kwargs)``, when given instead, is one text-encoder
+    pass shared by the router and the experts, for pipelines whose own text encoder is the
+    router's (the issue allows either): the router reads ``embedding`` and each expert gets its
+    prompts' rows of the tensors in ``kwargs`` (e.g. ``prompt_embeds``), so routing adds only the
+    router itself. Its time is reported as ``encode_*`` (a cost the pipeline pays anyway).
     """
 
-    def __init__(self, pipe: Any, bundle: Any, encode: Callable[[list[str]], torch.Tensor] | None = None):
+    def __init__(self, pipe: Any, bundle: Any, encode: Callable[[list[str]], torch.Tensor] | None = None,
+                 condition: Callable[[list[str]], tuple[torch.Tensor, dict]] | None = None):
         if not bundle.experts:
             raise UsageError("the APTP bundle has no experts (export it first)")
-        if encode is None:
+        if encode is not None and condition is not None:
+            raise UsageError("give APTP either encode= or condition=, not both")
+        self.condition = condition
+        if encode is None and condition is None:
             from .text import PromptEncoder
 
             encode = PromptEncoder().embed
@@ -85,17 +95,24 @@ class AptpPipeline:
             raise UsageError("APTP routes on the prompt text: pass prompt=")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         n, per = len(prompts), int(kwargs.get("num_images_per_prompt", 1) or 1)
+        te, ce = time.perf_counter(), time.process_time()
+        shared: dict = {}
+        if self.condition is not None:
+            emb, shared = self.condition(prompts)
+            shared = {k: v for k, v in shared.items() if k not in kwargs}
         t0, c0 = time.perf_counter(), time.process_time()
-        codes = self.route(prompts).tolist()
+        codes = (self.bundle.router.route(emb) if self.condition is not None else self.route(prompts)).tolist()
         t1, c1 = time.perf_counter(), time.process_time()
         order = [[i for i in range(n) if codes[i] == k] for k in sorted(set(codes))]
         outs = []
         for idx in order:
             sub = {k: _take(v, idx, n, per) for k, v in kwargs.items()}
-            outs.append(self.experts[codes[idx[0]]](prompt=[prompts[i] for i in idx], **sub))
+            sub.update({k: v[idx] for k, v in shared.items()})  # one row per prompt
+            text = None if "prompt_embeds" in sub else [prompts[i] for i in idx]  # diffusers takes one, not both
+            outs.append(self.experts[codes[idx[0]]](prompt=text, **sub))
         t2, c2 = time.perf_counter(), time.process_time()
-        self.last_timing = {"route_s": t1 - t0, "generate_s": t2 - t1, "route_cpu_s": c1 - c0,
-                            "generate_cpu_s": c2 - c1, "codes": codes}
+        self.last_timing = {"encode_s": t0 - te, "encode_cpu_s": c0 - ce, "route_s": t1 - t0, "generate_s": t2 - t1,
+                            "route_cpu_s": c1 - c0, "generate_cpu_s": c2 - c1, "codes": codes}
         first = outs[0]
         if isinstance(first, tuple):
             return tuple(_merge([o[f] for o in outs], order, n, per) if isinstance(first[f], (list, np.ndarray, torch.Tensor))

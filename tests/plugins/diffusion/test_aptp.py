@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from prunekit import InputError  # noqa: E402
+from prunekit import InputError, UsageError  # noqa: E402
 from prunekit_diffusion.aptp.gating import discover, gated_macs, install  # noqa: E402
 from prunekit_diffusion.aptp.router import AptpRouter, resource_loss, sinkhorn  # noqa: E402
 from prunekit_diffusion.aptp.slicing import slice_expert  # noqa: E402
@@ -232,6 +232,21 @@ def test_pipeline_routes_groups_and_returns_caller_order():
         ref = solo(prompt=[prompts[i]], generator=[torch.Generator().manual_seed(i)], **kw).images[0]
         assert abs(out.images[i] - ref).max() < 1e-5
     assert isinstance(pipe.scheduler, DDIMScheduler)
+
+    # one text-encoder pass shared by router and experts: same codes, same images, one call
+    calls = []
+
+    def condition(ps):
+        calls.append(list(ps))
+        embeds = pipe.encode_prompt(ps, "cpu", 1, False)[0]
+        return encode(ps), {"prompt_embeds": embeds}
+
+    with pytest.raises(UsageError, match="not both"):
+        AptpPipeline(pipe, AptpBundle(router, None, experts, {}), encode, condition=condition)
+    shared = AptpPipeline(pipe, AptpBundle(router, None, experts, {}), condition=condition)
+    out2 = shared(prompt=prompts, generator=[torch.Generator().manual_seed(i) for i in range(8)], **kw)
+    assert calls == [prompts] and shared.last_timing["codes"] == want
+    assert abs(out2.images - out.images).max() < 1e-5
 
 
 def test_cli_train_export_info_and_errors(tmp_path):

@@ -126,23 +126,34 @@ def generate(pipe, prompts: list[str], seeds: list[int], steps: int, chunk: int 
     return torch.cat(outs)
 
 
+def expert_steps(steps: int, n_routed: int, n_total: int, per_expert: bool) -> int:
+    """Fine-tune steps of one expert: ``round(steps * n_routed / n_total)`` (equal total compute; at least 10
+    unless that rounds to 0), or ``steps`` for every used expert with ``per_expert`` (equal steps per model)."""
+    if n_routed == 0:
+        return 0
+    if per_expert:
+        return steps
+    n = int(round(steps * n_routed / n_total))
+    return max(n, 10) if n else 0
+
+
 def finetune(experts, routed: torch.Tensor, unet, pool: dict, steps: int, a) -> list[dict]:
-    """Fine-tune expert k on the pool canvases routed to k, ``steps * share_k`` steps (at least 10 when used)."""
+    """Fine-tune expert k on the pool canvases routed to k for ``expert_steps(...)`` steps."""
     from prunekit_diffusion.recovery import distill_finetune
 
     info = []
     for k, ex in enumerate(experts):
         idx = torch.nonzero(routed == k).flatten()
-        n = int(round(steps * len(idx) / len(routed)))
-        if len(idx) == 0 or n == 0:
+        n = expert_steps(steps, len(idx), len(routed), a.ft_per_expert)
+        if n == 0:
             info.append({"code": k, "examples": len(idx), "steps": 0})
             continue
         ex.requires_grad_(True)
         log = distill_finetune(ex, unet, T.noise_scheduler(), pool["images"][idx],
-                               {"encoder_hidden_states": pool["encoder_hidden_states"][idx]}, steps=max(n, 10),
+                               {"encoder_hidden_states": pool["encoder_hidden_states"][idx]}, steps=n,
                                batch_size=a.batch, lr=a.ft_lr, seed=a.seed + k, log_every=50)
         ex.eval()
-        info.append({"code": k, "examples": len(idx), "steps": max(n, 10), "last_loss": log[-1] if log else None})
+        info.append({"code": k, "examples": len(idx), "steps": n, "last_loss": log[-1] if log else None})
     return info
 
 
@@ -154,6 +165,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--lr", type=float, default=5e-2)
     ap.add_argument("--ft-steps", type=int, default=150, help="total fine-tune steps per method (0: none)")
+    ap.add_argument("--ft-per-expert", action="store_true",
+                    help="every APTP expert gets --ft-steps (equal steps per deployed model, K x the total fine-tune "
+                         "compute of the static model) instead of a routed share of them")
     ap.add_argument("--ft-lr", type=float, default=5e-4)
     ap.add_argument("--n-eval", type=int, default=100, help="eval prompts per family")
     ap.add_argument("--sample-steps", type=int, default=20)

@@ -276,3 +276,13 @@ def test_cli_train_export_info_and_errors(tmp_path):
     assert r.exit_code == 1 and r.output.strip().count("\n") == 0 and "not an APTP bundle" in r.output
     r = run("train", tmp_path / "unet", "--data", tmp_path / "d.npz", "-o", tmp_path / "x", "--keep-macs", "1.5")
     assert r.exit_code == 2 and "--keep-macs" in r.output
+
+
+def test_bench_expert_steps_share_vs_per_expert():
+    from .conftest import load_script
+
+    steps = load_script("bench/bench_aptp.py").expert_steps
+    # equal total compute: routed share, floor 10 for a used code, 0 when unused or rounding to 0
+    assert [steps(600, n, 2048, False) for n in (1024, 20, 1, 0)] == [300, 10, 0, 0]
+    # equal steps per deployed model: every used expert gets all the steps
+    assert [steps(600, n, 2048, True) for n in (1024, 1, 0)] == [600, 600, 0]

@@ -8,7 +8,9 @@ Setting (``scripts/train_aptp_mnist.py``): a text-conditioned UNet2DConditionMod
 Both methods use the same gates, losses and training steps on the frozen UNet; the static model is
 APTP with one code (the router is then irrelevant). Each code is sliced into its own UNet and then
 fine-tuned with noise + distillation loss (``prunekit_diffusion.recovery.distill_finetune``) on the
-canvases routed to it; the static model gets the same total number of fine-tune steps.
+canvases routed to it; the static model gets the same total number of fine-tune steps (APTP's split by
+routed share), or, with ``--ft-per-expert``, every expert gets as many steps as the static model (K x
+its fine-tune compute; ``bench-out/aptp_ft_per_expert.json``).
 
 Quality: the digit classifier of ``scripts/train_mnist_diffusion.py`` (trained on real digits
 0..7999, held-out accuracy in the JSON) reads every digit slot of a generated canvas; a prompt is

@@ -6,11 +6,20 @@ Setting (``scripts/train_aptp_mnist.py``): a text-conditioned UNet2DConditionMod
 "a 3 on the left and a 7 on the right"), prompts embedded by the real all-MiniLM-L6-v2.
 
 Both methods use the same gates, losses and training steps on the frozen UNet; the static model is
-APTP with one code (the router is then irrelevant). Each code is sliced into its own UNet and then
-fine-tuned with noise + distillation loss (``prunekit_diffusion.recovery.distill_finetune``) on the
-canvases routed to it; the static model gets the same total number of fine-tune steps (APTP's split by
-routed share), or, with ``--ft-per-expert``, every expert gets as many steps as the static model (K x
-its fine-tune compute; ``bench-out/aptp_ft_per_expert.json``).
+APTP with one code (the router is then irrelevant). Fine-tuning uses noise + distillation loss to
+the unpruned UNet (``prunekit_diffusion.recovery.distill_finetune``, weight ``--ft-alpha``) for both
+methods, with the same canvases, batches, noise and number of steps:
+
+- ``--ft-mode shared`` (default, APTP's own protocol): the *shared* UNet is fine-tuned with each
+  canvas's routed hard code mask applied (``prunekit_diffusion.aptp.finetune.finetune_shared``, one
+  optimiser, every step updates the shared weights), then the experts are sliced from it. The static
+  model's sliced UNet gets the same steps (with one code the two are the same computation, tested);
+  per sample both run their code's MACs (the gated implementation also computes the masked units,
+  so its CPU time is that of the full UNet).
+- ``--ft-mode separate`` (the earlier protocol): each exported expert is fine-tuned alone on the
+  canvases routed to it, with a routed share of the steps (equal total), or, with ``--ft-per-expert``,
+  all of them (K x the static model's fine-tune compute). ``--also-separate`` adds these APTP rows to
+  a shared run.
 
 Quality: the digit classifier of ``scripts/train_mnist_diffusion.py`` (trained on real digits
 0..7999, held-out accuracy in the JSON) reads every digit slot of a generated canvas; a prompt is
@@ -153,10 +162,46 @@ def finetune(experts, routed: torch.Tensor, unet, pool: dict, steps: int, a) -> 
         ex.requires_grad_(True)
         log = distill_finetune(ex, unet, T.noise_scheduler(), pool["images"][idx],
                                {"encoder_hidden_states": pool["encoder_hidden_states"][idx]}, steps=n,
-                               batch_size=a.batch, lr=a.ft_lr, seed=a.seed + k, log_every=50)
+                               batch_size=a.batch, lr=a.ft_lr, alpha=a.ft_alpha, seed=a.seed + k, log_every=50)
         ex.eval()
         info.append({"code": k, "examples": len(idx), "steps": n, "last_loss": log[-1] if log else None})
     return info
+
+
+def finetune_shared(router, unet, pool: dict, a) -> tuple[list, dict]:
+    """APTP's shared fine-tune (routed code masks on one UNet, ``a.ft_steps`` steps), then the sliced experts."""
+    import copy
+
+    from prunekit_diffusion.aptp.finetune import experts_from, finetune_shared as shared_ft
+
+    shared = copy.deepcopy(unet)
+    log = shared_ft(shared, router, unet, T.noise_scheduler(), pool["images"],
+                    {"encoder_hidden_states": pool["encoder_hidden_states"]}, pool["prompt_emb"], steps=a.ft_steps,
+                    batch_size=a.batch, lr=a.ft_lr, alpha=a.ft_alpha, seed=a.seed, log_every=50)
+    counts = torch.bincount(router.route(pool["prompt_emb"]), minlength=router.n_codes).tolist()
+    info = {"mode": "shared", "examples_per_code": counts, "steps": a.ft_steps, "last_loss": log[-1]}
+    return experts_from(router, shared), info
+
+
+def evaluate(pipe_base, enc, router, macs, experts, prompts, seeds, ids, table, clf, real_feats, a) -> dict:
+    """Generate every eval prompt through the routed pipeline; quality and routing time."""
+    from prunekit_diffusion.aptp.bundle import AptpBundle
+    from prunekit_diffusion.aptp.pipeline import AptpPipeline
+
+    pipe = AptpPipeline(pipe_base, AptpBundle(router, macs, experts, {}), enc.embed)
+    c0, route_s, gen_s, route_c, gen_c = cpu(), 0.0, 0.0, 0.0, 0.0
+    imgs = []
+    for s in range(0, len(prompts), 96):
+        gens = [torch.Generator().manual_seed(k) for k in seeds[s : s + 96]]
+        imgs.append(pipe(prompt=prompts[s : s + 96], generator=gens, num_inference_steps=a.sample_steps).images)
+        route_s += pipe.last_timing["route_s"]
+        gen_s += pipe.last_timing["generate_s"]
+        route_c += pipe.last_timing["route_cpu_s"]
+        gen_c += pipe.last_timing["generate_cpu_s"]
+    return {**quality(torch.cat(imgs), ids, table, clf, real_feats), "generate_cpu_s": cpu() - c0,
+            "route_wall_s": route_s, "pipeline_wall_s": route_s + gen_s,
+            "route_fraction_wall": route_s / (route_s + gen_s), "route_cpu_s": route_c,
+            "route_fraction": route_c / (route_c + gen_c)}
 
 
 def main() -> None:
@@ -170,7 +215,11 @@ def main() -> None:
     ap.add_argument("--ft-per-expert", action="store_true",
                     help="every APTP expert gets --ft-steps (equal steps per deployed model, K x the total fine-tune "
                          "compute of the static model) instead of a routed share of them")
+    ap.add_argument("--ft-mode", choices=("shared", "separate"), default="shared",
+                    help="APTP fine-tune: the shared UNet with routed code masks (then export), or each expert alone")
+    ap.add_argument("--also-separate", action="store_true", help="with --ft-mode shared: also the separate APTP rows")
     ap.add_argument("--ft-lr", type=float, default=5e-4)
+    ap.add_argument("--ft-alpha", type=float, default=1.0, help="distillation weight to the unpruned UNet (both methods)")
     ap.add_argument("--n-eval", type=int, default=100, help="eval prompts per family")
     ap.add_argument("--sample-steps", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
@@ -181,8 +230,6 @@ def main() -> None:
     from safetensors.torch import load_file
 
     from prunekit import machine_info
-    from prunekit_diffusion.aptp.bundle import AptpBundle
-    from prunekit_diffusion.aptp.pipeline import AptpPipeline
     from prunekit_diffusion.aptp.text import PromptEncoder
     from prunekit_diffusion.quality import DigitClassifier
 
@@ -227,29 +274,22 @@ def main() -> None:
                                                 minlength=router.n_codes).tolist() for fam in T.FAMILIES}}
         counts = torch.bincount(codes_eval, minlength=router.n_codes).float()
         entry["share"] = (counts / counts.sum()).tolist()
-        for stage in ("pruned", "finetuned"):
-            if stage == "finetuned":
-                if a.ft_steps <= 0:
-                    break
-                routed = router.route(table["emb"][pool["ids"]])
-                c0 = cpu()
-                entry["finetune"] = finetune(r["experts"], routed, unet, pool, a.ft_steps, a)
-                entry["finetune_cpu_s"] = cpu() - c0
-            bundle = AptpBundle(router, macs, r["experts"], {})
-            pipe = AptpPipeline(base_pipe, bundle, enc.embed)
-            c0, route_s, gen_s, route_c, gen_c = cpu(), 0.0, 0.0, 0.0, 0.0
-            imgs = []
-            for s in range(0, len(prompts), 96):
-                gens = [torch.Generator().manual_seed(k) for k in seeds[s : s + 96]]
-                imgs.append(pipe(prompt=prompts[s : s + 96], generator=gens, num_inference_steps=a.sample_steps).images)
-                route_s += pipe.last_timing["route_s"]
-                gen_s += pipe.last_timing["generate_s"]
-                route_c += pipe.last_timing["route_cpu_s"]
-                gen_c += pipe.last_timing["generate_cpu_s"]
-            entry[stage] = {**quality(torch.cat(imgs), ids, table, clf, real_feats), "generate_cpu_s": cpu() - c0,
-                            "route_wall_s": route_s, "pipeline_wall_s": route_s + gen_s,
-                            "route_fraction_wall": route_s / (route_s + gen_s), "route_cpu_s": route_c,
-                            "route_fraction": route_c / (route_c + gen_c)}
+        evaluate_ = lambda experts: evaluate(base_pipe, enc, router, macs, experts, prompts, seeds, ids, table,  # noqa: E731
+                                             clf, real_feats, a)
+        entry["pruned"] = evaluate_(r["experts"])
+        shared = a.ft_mode == "shared" and router.n_codes > 1  # one code: shared == separate (tested)
+        if a.ft_steps > 0 and shared:
+            c0 = cpu()
+            experts, entry["finetune"] = finetune_shared(router, unet, pool, a)
+            entry["finetune_cpu_s"] = cpu() - c0
+            entry["finetuned"] = evaluate_(experts)
+        if a.ft_steps > 0 and (not shared or a.also_separate):
+            routed = router.route(table["emb"][pool["ids"]])
+            c0 = cpu()
+            info = finetune(r["experts"], routed, unet, pool, a.ft_steps, a)
+            key = "_separate" if shared else ""
+            entry["finetune" + key], entry["finetune_cpu_s" + key] = info, cpu() - c0
+            entry["finetuned" + key] = evaluate_(r["experts"])
         result[name] = entry
         print(name, json.dumps({k: v for k, v in entry.items() if k not in ("train_log", "finetune")}), flush=True)
 
@@ -258,6 +298,8 @@ def main() -> None:
     result["targets"] = {
         "aptp_beats_static_acc": result["aptp"][aptp_key]["acc_all"] > result["static"][aptp_key]["acc_all"],
         "aptp_beats_static_frechet": result["aptp"][aptp_key]["frechet"] < result["static"][aptp_key]["frechet"],
+        "aptp_beats_static_acc_per_family": {f: result["aptp"][aptp_key][f"acc_{f}"] > result["static"][aptp_key][f"acc_{f}"]
+                                             for f in T.FAMILIES},
         "mean_mac_ratio_aptp_vs_static": [result["aptp"]["mean_mac_ratio_eval"], result["static"]["mean_mac_ratio_eval"]],
         "code_share_within_5_60pct": min(shares) >= 0.05 and max(shares) <= 0.60,
         "routing_under_2pct": result["aptp"][aptp_key]["route_fraction"] < 0.02,

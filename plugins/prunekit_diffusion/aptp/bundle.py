@@ -29,7 +29,8 @@ from prunekit import InputError, atomic_path, atomic_write_text
 
 from .gating import GateLayout, MacModel, discover
 from .router import AptpRouter
-from .slicing import apply_spec, code_spec, slice_expert
+from .finetune import experts_from
+from .slicing import apply_spec, code_spec
 
 MANIFEST = "aptp.json"
 ROUTER = "router.safetensors"
@@ -81,13 +82,9 @@ def export_experts(folder: str | Path, router: AptpRouter, macs: MacModel, unet:
     manifest = _manifest(router, macs, base_config, info)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=folder.parent))
-    experts = []
     try:
-        with torch.no_grad():
-            gates = router.eval().code_gates()
-        for k, code in enumerate(manifest["codes"]):
-            expert, _ = slice_expert(unet, router.layout, gates[k])
-            experts.append(expert.eval())
+        experts = experts_from(router, unet)
+        for k, (code, expert) in enumerate(zip(manifest["codes"], experts)):
             code["weights"] = f"expert_{k}.safetensors"
             code["params"] = sum(p.numel() for p in expert.parameters())
             _save_tensors(tmp / code["weights"], expert.state_dict())

@@ -58,7 +58,7 @@ def fit(forward, params, task, reducer, mode, args, stream, target_of, label):
                   {"params": list(reducer.parameters()), "lr": args.cropr_lr}]
     opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = math.ceil(args.n_train / args.batch_size)
-    sched = cosine_lr(opt, args.epochs * steps_per_epoch, warmup=min(100, steps_per_epoch))
+    sched = cosine_lr(opt, args.epochs * steps_per_epoch, warmup=min(args.warmup, steps_per_epoch))
     history = []
     for epoch in range(args.epochs):
         easy = label.endswith("backbone") and epoch < args.easy_epochs  # curriculum: no distractors first
@@ -112,11 +112,12 @@ def stage_cls_backbone(args, spec: ModelSpec, out: Path):
 def stage_cls_cropr(args, spec: ModelSpec, out: Path):
     from transformers import ViTForImageClassification
 
-    src = cache_dir() / "cls-backbone"
+    src = cache_dir() / args.backbone
     if not (src / "config.json").exists():
         raise UsageError(f"{src}: run the cls-backbone stage first")
     torch.manual_seed(args.seed)
     model = ViTForImageClassification.from_pretrained(src)
+    spec = ModelSpec.from_config(model.config)
     task = ClassificationTask(10)
     cfg = CroprConfig(**schedule(args), aux_out=task.aux_out, num_queries=task.num_queries,
                       aux_weight=args.aux_weight, train_mode=args.mode, qk_proj=args.proj, v_proj=args.proj,
@@ -145,11 +146,12 @@ def stage_cls_cropr(args, spec: ModelSpec, out: Path):
 def stage_cls_finetune(args, spec: ModelSpec, out: Path):
     from transformers import ViTForImageClassification
 
-    src = cache_dir() / "cls-backbone"
+    src = cache_dir() / args.backbone
     if not (src / "config.json").exists():
         raise UsageError(f"{src}: run the cls-backbone stage first")
     torch.manual_seed(args.seed)
     model = ViTForImageClassification.from_pretrained(src).train()
+    spec = ModelSpec.from_config(model.config)
     fwd = lambda x: model(pixel_values=x).logits  # noqa: E731
     # stream 2: the canvases a cls-cropr run sees
     hist = fit(fwd, list(model.parameters()), ClassificationTask(10), None, "backbone", args, 2, lambda y, m: y,
@@ -241,11 +243,14 @@ def schedule_name(args) -> str:
 
 
 def stage_dir(stage: str, args) -> Path:
+    """Cache folder of a stage; classification stages on another backbone than ``cls-backbone``
+    (``--backbone cls-backbone-p12``) carry its suffix (``cls-cropr-...-p12``)."""
+    suffix = args.backbone[len("cls-backbone"):] if stage.startswith("cls") else ""
     if stage.endswith("cropr"):
-        return cache_dir() / f"{stage}-{schedule_name(args)}-{args.mode}{args.tag}"
+        return cache_dir() / f"{stage}-{schedule_name(args)}-{args.mode}{args.tag}{suffix}"
     if stage == "cls-finetune":
-        return cache_dir() / f"{stage}-e{args.epochs}{args.tag}"
-    return cache_dir() / stage
+        return cache_dir() / f"{stage}-e{args.epochs}{args.tag}{suffix}"
+    return cache_dir() / (args.backbone if stage == "cls-backbone" else stage)
 
 
 def main(argv=None) -> int:
@@ -268,6 +273,13 @@ def main(argv=None) -> int:
     ap.add_argument("--tag", default="", help="suffix of the Cropr stage's cache folder")
     ap.add_argument("--aux-grid", type=int, default=1, help="seg-cropr: auxiliary queries on an N x N output grid")
     ap.add_argument("--image-size", type=int, default=96)
+    ap.add_argument("--backbone", default="cls-backbone", help="classification stages: cache folder of the "
+                    "classifier (written by cls-backbone, read by cls-cropr and cls-finetune); must start with "
+                    "cls-backbone, the rest is appended to the other stages' folders")
+    ap.add_argument("--patch-size", type=int, default=8, help="cls-backbone: ViT patch size (96 px / 12 = 8x8 tokens)")
+    ap.add_argument("--width", type=int, default=96, help="cls-backbone: ViT hidden size")
+    ap.add_argument("--heads", type=int, default=3, help="cls-backbone: attention heads")
+    ap.add_argument("--warmup", type=int, default=100, help="learning-rate warm-up steps (at most one epoch), then cosine")
     ap.add_argument("--n-train", type=int, default=8000)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--seed", type=int, default=0)
@@ -281,7 +293,11 @@ def main(argv=None) -> int:
     hf_logging.disable_progress_bar()
     if args.threads:
         torch.set_num_threads(args.threads)
-    spec = ModelSpec(image_size=args.image_size)
+    if not args.backbone.startswith("cls-backbone"):
+        print(f"error: --backbone {args.backbone!r} must start with cls-backbone", file=sys.stderr)
+        return 2
+    spec = ModelSpec(image_size=args.image_size, patch_size=args.patch_size, hidden_size=args.width,
+                     num_attention_heads=args.heads)
     runners = {"cls-backbone": stage_cls_backbone, "cls-cropr": stage_cls_cropr, "cls-finetune": stage_cls_finetune,
                "seg-backbone": stage_seg_backbone, "seg-cropr": stage_seg_cropr}
     epochs, lr = args.epochs, args.lr

@@ -42,6 +42,13 @@ class ModelSpec:
         g = self.image_size // self.patch_size
         return g, g
 
+    @classmethod
+    def from_config(cls, config) -> "ModelSpec":
+        """The spec of a trained model from its transformers ``ViTConfig`` (sizes saved with the model)."""
+        return cls(image_size=config.image_size, patch_size=config.patch_size, hidden_size=config.hidden_size,
+                   num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
+                   mlp_ratio=config.intermediate_size // config.hidden_size)
+
     def vit_config(self, **kw):
         from transformers import ViTConfig
 

@@ -195,6 +195,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cls-cropr", default="cls-cropr-s80-24-12-8-a1-2-3-4-frozen-proj",
                     help="cache folder (under .cache/prunekit_tokens) of the trained classification Cropr stage")
     ap.add_argument("--seg-cropr", default="seg-cropr-r28-joint-proj", help="cache folder of the dense-task Cropr stage")
+    ap.add_argument("--cls-backbone", default="cls-backbone", help="cache folder of the classifier the "
+                    "classification Cropr stage was trained from (the 'original' reference of a joint stage)")
     ap.add_argument("--cls-control", default="", help="cache folder of a cls-finetune stage: the unpruned control "
                     "for a jointly trained classification Cropr stage")
     ap.add_argument("--cls-schedules", default="s40-12-6-4-a1-2-3-4,s64-20-10-6-a1-2-3-4,s80-24-12-8-a1-2-3-4,"
@@ -231,9 +233,8 @@ def main(argv=None) -> int:
     out_path = Path(args.out)
     out = {"format": "prunekit.bench.cropr", "tasks": {}, "machine": machine_info()}
     run_info = {"machine": machine_info(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "inputs": {**vars(args), "model": spec.__dict__, "n_test": len(x), "canvas": CanvasSpec().__dict__}}
+                "inputs": {**vars(args), "n_test": len(x), "canvas": CanvasSpec().__dict__}}
     torch.manual_seed(0)
-    run_info.update(overheads(args.batch, spec))
 
     reuse = previous_tasks(out_path, out["format"]) if args.reuse_quality else {}
     for task in _list(args.tasks):
@@ -243,6 +244,12 @@ def main(argv=None) -> int:
             print(f"error: {d}: missing; train it with scripts/train_cropr_vit.py first", file=sys.stderr)
             return 1
         mode = json.loads((d / "cropr_config.json").read_text())["config"]["train_mode"]
+        if not dense:  # the classifier's own sizes (it may differ from the segmenter's ModelSpec())
+            from transformers import ViTConfig
+
+            spec = ModelSpec.from_config(ViTConfig.from_pretrained(d))
+        else:
+            spec = ModelSpec()
         if dense:
             seg = load_segmenter(spec, cache_dir() / "seg-backbone")
             ev = lambda f: evaluate_mask(f, batches(x, m, 256, normalise=normalise), 2)  # noqa: E731
@@ -257,14 +264,15 @@ def main(argv=None) -> int:
             if mode == "joint":
                 from transformers import ViTForImageClassification
 
-                refs["original"] = ViTForImageClassification.from_pretrained(cache_dir() / "cls-backbone")
+                refs["original"] = ViTForImageClassification.from_pretrained(cache_dir() / args.cls_backbone)
                 if args.cls_control:
                     refs["control"] = ViTForImageClassification.from_pretrained(cache_dir() / args.cls_control)
             rows, meta = run_task("cls", None, lambda mdl: (lambda xb: mdl(pixel_values=xb).logits), ev, d,
                                   _list(args.cls_schedules), _list(args.merge_extra), methods, False, x, args, spec,
                                   refs, reuse.get(f"classification/{d.name}"))
             key, metric = f"classification/{d.name}", "top-1 accuracy"
-        out["tasks"][key] = {"rows": rows, **meta, "metric": metric, "train_mode": mode, "run": run_info}
+        info = {**run_info, "inputs": {**run_info["inputs"], "model": spec.__dict__}, **overheads(args.batch, spec)}
+        out["tasks"][key] = {"rows": rows, **meta, "metric": metric, "train_mode": mode, "run": info}
         if key in reuse:
             out["tasks"][key]["quality_from_run"] = reuse[key].get("quality_from_run") or reuse[key]["run"]["date"]
     out["tasks"] = {**previous_tasks(out_path, out["format"]), **out["tasks"]}

@@ -115,6 +115,46 @@ def train_probe_modules(model, spec: ModelSpec, args) -> object:
     return reducer.eval()
 
 
+def embedding_probe(model, spec: ModelSpec, args, x, y, m) -> dict:
+    """A Cropr module trained on the frozen patch embeddings (before block 0: no token has seen
+    another yet, so only the digit patches hold the class), scored like :func:`analyse`.
+
+    The control for inverted rankings after the blocks: the same module code on unmixed tokens."""
+    from prunekit_tokens.modules import CroprModule
+
+    emb = model.vit.embeddings
+    task = ClassificationTask(10)
+    mod = CroprModule(spec.hidden_size, spec.num_attention_heads, qk_proj=args.proj, v_proj=args.proj, aux_out=10,
+                      exclude_prefix=1 if args.patches_only else 0).train()
+    opt = torch.optim.AdamW(mod.parameters(), lr=args.lr, weight_decay=0.05)
+    for epoch in range(args.epochs):
+        xt, yt, _ = train_canvases(CanvasSpec(size=spec.image_size), epoch, 7, args.n_train)
+        for xb, yb in batches(xt, yt, 64, shuffle=True, seed=epoch, normalise=normalise):
+            with torch.no_grad():
+                tokens = emb(xb)
+            loss = task.aux_loss(mod(tokens)[1], yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    relevant = patch_relevance(torch.as_tensor(m), spec.patch_size, args.min_pixels)
+    relevant = torch.cat([torch.zeros(len(relevant), 1, dtype=torch.bool), relevant], 1)
+    valid = torch.ones_like(relevant)
+    valid[:, 0] = False
+    y = torch.as_tensor(y)
+    with torch.inference_mode():
+        tokens = emb(normalise(torch.as_tensor(x)))
+        scores = mod.eval()(tokens)[0]
+        mod.train()
+        row = {"module": "embeddings", "after_block": -1, "drops": 0, "tokens_seen": tokens.shape[1],
+               "auc_score": _mean(ranking_auc(scores, relevant, valid)),
+               "auc_norm": _mean(ranking_auc(tokens.norm(dim=-1), relevant, valid)),
+               "aux_accuracy": {"all_tokens": aux_accuracy(mod, tokens, valid if args.patches_only else valid | ~valid, y),
+                                "digit_patches_only": aux_accuracy(mod, tokens, relevant | (relevant.sum(1, keepdim=True) == 0), y),
+                                "background_patches_only": aux_accuracy(mod, tokens, valid & ~relevant, y)}}
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stage", default="", help="cache folder of a trained cls-cropr stage (its own modules and "
@@ -135,7 +175,6 @@ def main(argv=None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    spec = ModelSpec()
     t0 = time.process_time()
     try:
         if args.stage:
@@ -143,19 +182,25 @@ def main(argv=None) -> int:
                 raise UsageError(f"{cache_dir() / args.stage}: no trained Cropr stage")
             model, reducer = load_pretrained(cache_dir() / args.stage)
             model.eval(), reducer.eval()
+            spec = ModelSpec.from_config(model.config)
             label = args.label or args.stage
         else:
             src = cache_dir() / args.backbone
             if not (src / "config.json").exists():
                 raise UsageError(f"{src}: run scripts/train_cropr_vit.py cls-backbone first")
             model = ViTForImageClassification.from_pretrained(src)
+            spec = ModelSpec.from_config(model.config)
             reducer = train_probe_modules(model, spec, args)
             label = args.label or f"probe-{args.backbone}{'-proj' if args.proj else ''}{'-po' if args.patches_only else ''}"
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     x, y, m = test_canvases(CanvasSpec(size=spec.image_size))
-    rows = analyse(reducer, model, x[: args.n_eval], y[: args.n_eval], m[: args.n_eval], spec, args.min_pixels)
+    x, y, m = x[: args.n_eval], y[: args.n_eval], m[: args.n_eval]
+    rows = analyse(reducer, model, x, y, m, spec, args.min_pixels)
+    if not args.stage:  # the control: the same module on unmixed patch embeddings
+        reducer.remove()
+        rows.insert(1, embedding_probe(model, spec, args, x, y, m))
     out_path = Path(args.out)
     try:
         prev = json.loads(out_path.read_text())

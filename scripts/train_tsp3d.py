@@ -7,13 +7,18 @@ generated expressions, encodes the text with the frozen all-MiniLM-L6-v2 of the
 ``prunekit_voxel.losses.tsp3d_losses``. TGP uses the paper's training rule (top-k keep), with
 k a fraction of the level's voxels because our rooms are far smaller than ScanNet at 1 cm:
 ``--keep-coarse`` of the stride-8 level, uniform in ``--keep-fine`` of the stride-4 level.
-Room seeds >= 1,000,000 are reserved for evaluation.
+Room seeds >= 1,000,000 are reserved for evaluation. ``--p-full`` of the steps run the unpruned
+path (text fusion on every voxel, TGP logits still supervised, no CBA) so the head also learns
+on complete scenes; ``--kinds`` restricts the expression kinds (a curriculum), ``--objects`` /
+``--extent`` the room generator. Head positives are the voxels holding the target's points.
 
 The checkpoint (safetensors, arch in its metadata) is written atomically to
-``.cache/prunekit_voxel/tsp3d.safetensors`` together with ``train.json`` (losses, settings,
+``.cache/prunekit_voxel/tsp3d.safetensors`` together with ``tsp3d.train.json`` (losses, settings,
 machine). Example (shared machine: nice, one thread):
 
   nice -n 10 python scripts/train_tsp3d.py --minutes 25
+
+A checkpoint is written every ``--save-every`` steps (and at the end), so a run can be stopped.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import torch
 
 from prunekit import atomic_write_text, machine_info
 from prunekit.errors import PrunekitError
-from prunekit_voxel.checkpoint import save_checkpoint
+from prunekit_voxel.checkpoint import load_checkpoint, save_checkpoint
 from prunekit_voxel.data import room_sample
 from prunekit_voxel.losses import tsp3d_losses
 from prunekit_voxel.metrics import box_iou
@@ -41,7 +46,10 @@ CACHE = Path(".cache/prunekit_voxel")
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=25.0, help="wall-clock training budget")
+    ap.add_argument("--minutes", type=float, default=25.0, help="training budget (wall clock)")
+    ap.add_argument("--cpu-minutes", type=float, default=None, help="training budget in process CPU time instead")
+    ap.add_argument("--easy", type=float, default=0.0,
+                    help="curriculum: this fraction of the budget uses only 'unique' and 'colour' expressions")
     ap.add_argument("--steps", type=int, default=100_000, help="at most this many steps")
     ap.add_argument("--voxel-size", type=float, default=0.04)
     ap.add_argument("--width", type=int, default=32)
@@ -50,28 +58,45 @@ def main(argv=None) -> int:
     ap.add_argument("--keep-fine", type=float, nargs=2, default=(0.2, 0.6))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--p-full", type=float, default=0.3, help="fraction of unpruned training steps")
+    ap.add_argument("--kinds", nargs="*", default=None, help="expression kinds used (default: all)")
+    ap.add_argument("--objects", type=int, nargs=2, default=(4, 10))
+    ap.add_argument("--extent", type=float, nargs=2, default=(4.0, 7.0))
+    ap.add_argument("--max-keys", type=int, default=512)
+    ap.add_argument("--cba-candidates", type=int, default=600)
+    ap.add_argument("--save-every", type=int, default=250)
+    ap.add_argument("--init", type=Path, default=None, help="start from this checkpoint (same arch)")
     ap.add_argument("--out", type=Path, default=CACHE / "tsp3d.safetensors")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     encoder = TextEncoder()
-    arch = dict(cin=4, d=args.width, text_dim=encoder.dim, heads=4, layers=2, max_keys=1024, cba_candidates=1200)
+    arch = dict(cin=4, d=args.width, text_dim=encoder.dim, heads=4, layers=2, max_keys=args.max_keys,
+                cba_candidates=args.cba_candidates, cba_layers=1)
     net = Tsp3dNet(**arch).train()
+    if args.init is not None:
+        net.load_state_dict(load_checkpoint(args.init)[0].state_dict())
+        net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    log, ious, t0, step = [], [], time.time(), 0
-    while step < args.steps and time.time() - t0 < 60 * args.minutes:
-        s = room_sample(int(rng.integers(1_000_000)), args.voxel_size)
+    log, ious, t0, c0, step = [], [], time.time(), time.process_time(), 0
+    while step < args.steps and (done := _progress(args, t0, c0)) < 1.0:
+        for g in opt.param_groups:  # linear decay to 5 % over the budget
+            g["lr"] = args.lr * max(0.05, 1.0 - done)
+        kinds = ("unique", "colour") if done < args.easy else (tuple(args.kinds) if args.kinds else None)
+        s = room_sample(int(rng.integers(1_000_000)), args.voxel_size, kinds,
+                        n_objects=tuple(args.objects), extent=tuple(args.extent))
         if s is None:
             continue
         if s.text not in text_cache:
             tok, pad = encoder.encode([s.text])
             text_cache[s.text] = (tok[0], pad[0])
         tok, pad = text_cache[s.text]
-        out = net(s.voxels, tok, pad, voxel_size=args.voxel_size, keep_counts=_counts(net, s.voxels, args, rng),
-                  cba_threshold=0.15)
-        losses = tsp3d_losses(out, s.target_box, s.all_boxes, s.mentioned, args.voxel_size)
+        full = bool(rng.random() < args.p_full)
+        out = net(s.voxels, tok, pad, voxel_size=args.voxel_size, prune=not full,
+                  keep_counts=_counts(net, s.voxels, args, rng), cba_threshold=0.15)
+        losses = tsp3d_losses(out, s.target_box, s.all_boxes, s.mentioned, args.voxel_size, s.target_sites)
         opt.zero_grad()
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
@@ -79,17 +104,35 @@ def main(argv=None) -> int:
         ious.append(box_iou(out["box"].detach().numpy(), s.target_box.numpy()))
         step += 1
         if step % 25 == 0:
-            row = {"step": step, "s": round(time.time() - t0, 1), "voxels": len(s.voxels), "iou_last25": float(np.mean(ious[-25:])),
+            row = {"step": step, "s": round(time.time() - t0, 1), "cpu_s": round(time.process_time() - c0, 1),
+                   "voxels": len(s.voxels), "iou_last25": float(np.mean(ious[-25:])),
+                   "acc25_last100": float(np.mean(np.array(ious[-100:]) >= 0.25)),
                    **{k: round(float(v.detach()), 4) for k, v in losses.items()}}
             log.append(row)
             print(json.dumps(row), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(net.eval(), args.out, arch, args.voxel_size, steps=step, seconds=round(time.time() - t0, 1))
-    atomic_write_text(args.out.with_name("train.json"), json.dumps(
-        {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "arch": arch,
-         "steps": step, "log": log, "machine": machine_info()}, indent=1))
+        if step % args.save_every == 0:
+            _save(net, args, arch, step, t0, c0, log)
+    _save(net, args, arch, step, t0, c0, log)
     print(f"wrote {args.out} after {step} steps")
     return 0
+
+
+def _progress(args, t0: float, c0: float) -> float:
+    """Fraction of the time budget used (CPU time with ``--cpu-minutes``, else wall clock)."""
+    if args.cpu_minutes is not None:
+        return (time.process_time() - c0) / (60 * args.cpu_minutes)
+    return (time.time() - t0) / (60 * args.minutes)
+
+
+def _save(net, args, arch, step, t0, c0, log) -> None:
+    """Checkpoint + train.json (atomic), then back to training mode."""
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    info = dict(steps=step, seconds=round(time.time() - t0, 1), cpu_seconds=round(time.process_time() - c0, 1))
+    save_checkpoint(net.eval(), args.out, arch, args.voxel_size, **info)
+    net.train()
+    atomic_write_text(args.out.with_name(args.out.stem + ".train.json"), json.dumps(
+        {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "arch": arch,
+         **info, "log": log, "machine": machine_info()}, indent=1))
 
 
 def _counts(net: Tsp3dNet, vox, args, rng) -> tuple[int, int]:

@@ -8,9 +8,9 @@ level does not already hold (membership by hashed coordinates, never an N x M co
 An added voxel's features are ``interp(pruned features) + fused features``, where ``interp``
 is inverse-distance weighting over its ``k`` (3) nearest pruned voxels.
 
-Training target (approximation, stated in the README): a candidate is positive when its
-centre lies in the target's ground-truth box grown by one voxel per side; the paper uses its
-detection head's assigner to pick positives. Loss: :func:`~prunekit_voxel.tgp.focal_loss`.
+Training target (approximation, stated in the README): a candidate is positive when it holds
+points of the referred object (:func:`~prunekit_voxel.losses.target_voxels`); the paper uses
+its detection head's assigner to pick positives. Loss: :func:`~prunekit_voxel.tgp.focal_loss`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from torch import nn
 
 from .fusion import TextVoxelFusion
 from .sparse import SparseVoxels
-from .tgp import in_boxes
 
 ADD_THRESHOLD = 0.15
 
@@ -64,8 +63,8 @@ class CBA(nn.Module):
         """Complete ``pruned`` (a subset of ``full``'s level) with text-relevant voxels of ``full``.
 
         Returns ``voxels`` (pruned + added, added last), ``logits``, ``rows`` (candidate rows
-        into ``full``) and ``xyz`` (candidate centres), ``added`` (bool over candidates) and
-        ``fused`` (candidate features).
+        into ``full``), ``cand_coords`` and ``xyz`` (candidate coordinates and centres), ``added``
+        (bool over candidates) and ``fused`` (candidate features).
         """
         if full.stride != pruned.stride:
             raise ValueError(f"CBA needs one level: full stride {full.stride} vs pruned stride {pruned.stride}")
@@ -75,15 +74,13 @@ class CBA(nn.Module):
         logits = self.head(fused).squeeze(-1)
         thr = self.threshold if threshold is None else threshold
         added = (torch.sigmoid(logits) > thr) & ~pruned.contains(full.coords[rows])
+        res = {"voxels": pruned, "logits": logits, "rows": rows, "cand_coords": full.coords[rows], "xyz": xyz,
+               "added": added, "fused": fused}
         if not bool(added.any()):
-            return {"voxels": pruned, "logits": logits, "rows": rows, "xyz": xyz, "added": added, "fused": fused}
+            return res
         p_xyz = (pruned.coords.to(full.feats.dtype) + 0.5) * voxel_size
         new = idw_interpolate(p_xyz, pruned.feats, xyz[added]) + fused[added]
-        out = SparseVoxels(torch.cat([pruned.coords, full.coords[rows][added]]),
-                           torch.cat([pruned.feats, new]), pruned.stride)
-        return {"voxels": out, "logits": logits, "rows": rows, "xyz": xyz, "added": added, "fused": fused}
+        res["voxels"] = SparseVoxels(torch.cat([pruned.coords, full.coords[rows][added]]),
+                                     torch.cat([pruned.feats, new]), pruned.stride)
+        return res
 
-
-def cba_targets(xyz: torch.Tensor, target_box: torch.Tensor, voxel_size: float) -> torch.Tensor:
-    """1.0 for candidate centres inside the target box grown by one voxel per side (see module note)."""
-    return in_boxes(xyz, target_box.reshape(-1, 6), voxel_size).to(torch.float32)

@@ -23,6 +23,7 @@ class Sample:
     all_boxes: torch.Tensor     # K x 6 (scene-level TGP targets)
     mentioned: torch.Tensor     # M x 6 (anchors named by the expression)
     kind: str
+    target_sites: torch.Tensor | None = None  # K x 3 stride-1 voxels holding target points (head positives)
 
 
 def scan_voxels(scan: LabelledScan, voxel_size: float) -> SparseVoxels:
@@ -41,13 +42,21 @@ def samples_of(scan: LabelledScan, voxel_size: float, exprs: list[Expression]) -
     vox = scan_voxels(scan, voxel_size)
     boxes = torch.as_tensor(scan.boxes, dtype=torch.float32)
     return [Sample(scan.name, vox, e.text, boxes[e.target], boxes,
-                   boxes[[e.anchor]] if e.anchor is not None else torch.zeros(0, 6), e.kind) for e in exprs]
+                   boxes[[e.anchor]] if e.anchor is not None else torch.zeros(0, 6), e.kind,
+                   instance_sites(scan, int(scan.box_instance[e.target]), voxel_size)) for e in exprs]
 
 
-def room_sample(seed: int, voxel_size: float) -> Sample | None:
-    """One random expression of room ``seed`` (None if the room has no unambiguous expression)."""
-    room = make_room(seed)
-    exprs = expressions_of(room, seed)
+def instance_sites(scan: LabelledScan, instance: int, voxel_size: float) -> torch.Tensor:
+    """Unique stride-1 voxel coordinates (``floor(p / voxel_size)``) of one instance's points."""
+    pts = torch.as_tensor(scan.points[scan.instance == instance], dtype=torch.float64)
+    return torch.unique(torch.floor(pts / voxel_size).to(torch.int64), dim=0)
+
+
+def room_sample(seed: int, voxel_size: float, kinds: tuple[str, ...] | None = None, **room) -> Sample | None:
+    """One random expression of room ``seed`` (None if the room has no unambiguous expression);
+    ``kinds`` restricts the expression kinds (a training curriculum), ``room`` goes to ``make_room``."""
+    room = make_room(seed, **room)
+    exprs = [e for e in expressions_of(room, seed) if kinds is None or e.kind in kinds]
     if not exprs:
         return None
     e = exprs[int(np.random.default_rng(seed).integers(len(exprs)))]

@@ -1,23 +1,28 @@
-"""A small TSP3D-style grounding network: sparse encoder, top-down neck with TGP and CBA, box head.
+"""A small TSP3D-style grounding network: sparse encoder, text-fused neck with TGP and CBA, box head.
 
 Shape (TSP3D, arXiv 2502.10392, scaled down for CPU; METHODS.md 8.1-8.2):
 
-- encoder: stem submanifold conv at stride 1, then three levels of strided 2x2x2 conv +
-  submanifold conv (strides 2, 4, 8); features of every level are kept for skips;
+- encoder: a strided 2x2x2 conv from the input voxels (stride 1) to stride 2, then two levels
+  of strided conv + submanifold 3x3x3 conv (strides 4, 8); features of every level are kept
+  for skips (no 3x3x3 conv at strides 1 and 2: see the README's Approximations);
 - text: token features (e.g. all-MiniLM-L6-v2, 384-d) -> Linear + LayerNorm to width ``d``;
-- neck, coarse to fine: scene-level TGP at stride 8 (keep score >= ``scene_threshold``),
+- neck, coarse to fine. At each TGP level the voxels go through the voxel-text fusion block
+  (:class:`~prunekit_voxel.tgp.TGP`); its text-fused features continue up the neck and its
+  logit decides which voxels do: scene-level TGP at stride 8 (keep score >= ``thresholds[0]``),
   restricted upsampling to the encoder's stride-4 sites whose parent survived, skip add,
-  submanifold conv; target-level TGP at stride 4 (>= ``target_threshold``); restricted
-  upsampling to stride 2, skip add, conv; CBA at stride 2 against the *unpruned* stride-2
-  encoder level;
+  submanifold conv; target-level TGP at stride 4 (>= ``thresholds[1]``); restricted upsampling
+  to stride 2, skip add, conv; CBA at stride 2 against the *unpruned* stride-2 encoder level;
 - head at stride 2: one text-fusion layer, then per voxel an objectness logit and a box
-  (centre offset from the voxel centre, log size); the prediction is the box of the voxel
-  with the highest objectness.
+  (centre offset from the voxel centre in metres, log size in metres); the prediction is the
+  box of the voxel with the highest objectness.
 
-``forward(..., prune=False)`` is the unpruned baseline: same weights, TGP and CBA skipped
-(every encoder site goes up the neck). In training, pass ``keep_counts`` for top-k TGP
-budgets (the paper's training rule) instead of thresholds. The voxel counts per level are
-returned so a benchmark can report them.
+``forward(..., prune=False)`` is the unpruned baseline (the paper's multi-level baseline with
+text fusion at every level): same weights, the fusion blocks run on *every* voxel of their
+level and nothing is removed; CBA is skipped. With pruning, the text fusion at stride 4 and
+the stride-2 neck + head run only on the voxels that survived, which is where TSP3D's speed-up
+comes from. In training, pass ``keep_counts`` for top-k TGP budgets (the paper's training
+rule) instead of thresholds. The voxel counts per level are returned so a benchmark can
+report them; TGP logits are returned in both modes (the losses supervise them either way).
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from .cba import CBA
 from .fusion import TextVoxelFusion
 from .sparse import DownConv3d, SparseVoxels, SubmConv3d, UpConv3d
 from .tgp import TGP, tgp_keep
+
+#: box offsets and log sizes are predicted in units of this many metres
+BOX_UNIT = 1.0
 
 
 def _relu(x: SparseVoxels) -> SparseVoxels:
@@ -42,26 +50,37 @@ def centers(x: SparseVoxels, voxel_size: float) -> torch.Tensor:
 
 class Tsp3dNet(nn.Module):
     def __init__(self, cin: int = 4, d: int = 64, text_dim: int = 384, heads: int = 4, layers: int = 2,
-                 max_keys: int = 3200, cba_candidates: int = 2400) -> None:
+                 max_keys: int = 3200, cba_candidates: int = 2400, cba_layers: int | None = None) -> None:
         super().__init__()
-        self.stem = SubmConv3d(cin, d)
-        self.down = nn.ModuleList(DownConv3d(d, d) for _ in range(3))
-        self.enc = nn.ModuleList(SubmConv3d(d, d) for _ in range(3))
+        self.stem = DownConv3d(cin, d)  # stride 1 -> 2
+        self.down = nn.ModuleList(DownConv3d(d, d) for _ in range(2))
+        self.enc = nn.ModuleList(SubmConv3d(d, d) for _ in range(2))
         self.text = nn.Sequential(nn.Linear(text_dim, d), nn.LayerNorm(d))
         self.tgp = nn.ModuleList(TGP(d, heads, layers, max_keys) for _ in range(2))
         self.up = nn.ModuleList(UpConv3d(d, d) for _ in range(2))
         self.dec = nn.ModuleList(SubmConv3d(d, d) for _ in range(2))
-        self.cba = CBA(d, heads, layers, cba_candidates)
+        self.cba = CBA(d, heads, layers if cba_layers is None else cba_layers, cba_candidates)
         self.head_fusion = TextVoxelFusion(d, heads, 1, max_keys)
         self.head = nn.Linear(d, 7)
 
     def encode(self, vox: SparseVoxels) -> list[SparseVoxels]:
+        """Encoder levels at strides 2, 4, 8."""
         x = _relu(self.stem(vox))
         levels = [x]
         for down, conv in zip(self.down, self.enc):
             x = _relu(conv(_relu(down(x))))
             levels.append(x)
-        return levels  # strides 1, 2, 4, 8
+        return levels
+
+    def fuse(self, i: int, x: SparseVoxels, t: torch.Tensor, text_pad, voxel_size: float):
+        """TGP block ``i`` (0: stride 8, 1: stride 4): (prunable logits, voxels with text-fused features)."""
+        logits, fused = self.tgp[i](x, centers(x, voxel_size), t, text_pad)
+        return logits, x.replace(fused)
+
+    def upsample(self, i: int, x: SparseVoxels, skip: SparseVoxels) -> SparseVoxels:
+        """Restricted transposed conv onto ``skip``'s sites whose parent is in ``x``, skip add, conv."""
+        up, rows = self.up[i](x, skip.coords)
+        return _relu(self.dec[i](up.replace(up.feats + skip.feats[rows])))
 
     def forward(self, vox: SparseVoxels, text: torch.Tensor, text_pad: torch.Tensor | None = None, *,
                 voxel_size: float, prune: bool = True, cba: bool = True, thresholds: tuple[float, float] = (0.7, 0.3),
@@ -71,20 +90,18 @@ class Tsp3dNet(nn.Module):
         TGP logits/sites per level (for the losses), CBA outputs and voxel counts per level."""
         levels = self.encode(vox)
         t = self.text(text)
-        out: dict = {"tgp": [], "counts": {f"enc_s{v.stride}": len(v) for v in levels}}
-        x = levels[3]
-        for i, skip in enumerate((levels[2], levels[1])):
+        out: dict = {"tgp": [], "counts": {"enc_s1": len(vox), **{f"enc_s{v.stride}": len(v) for v in levels}}}
+        x = levels[2]
+        for i, skip in enumerate((levels[1], levels[0])):
+            logits, x = self.fuse(i, x, t, text_pad, voxel_size)
+            out["tgp"].append({"logits": logits, "xyz": centers(x, voxel_size), "stride": x.stride})
             if prune:
-                logits, _ = self.tgp[i](x, centers(x, voxel_size), t, text_pad)
                 budget = {"keep_count": keep_counts[i]} if keep_counts else {"threshold": thresholds[i]}
-                keep = tgp_keep(logits, min_keep=min_keep, level=f"s{x.stride}", **budget)
-                out["tgp"].append({"logits": logits, "xyz": centers(x, voxel_size), "stride": x.stride})
-                x = x.select(keep)
+                x = x.select(tgp_keep(logits, min_keep=min_keep, level=f"s{x.stride}", **budget))
             out["counts"][f"neck_s{x.stride}"] = len(x)
-            up, rows = self.up[i](x, skip.coords)
-            x = _relu(self.dec[i](up.replace(up.feats + skip.feats[rows])))
+            x = self.upsample(i, x, skip)
         if prune and cba:
-            res = self.cba(levels[1], x, voxel_size * levels[1].stride, t, text_pad, threshold=cba_threshold)
+            res = self.cba(levels[0], x, voxel_size * levels[0].stride, t, text_pad, threshold=cba_threshold)
             out["cba"] = res
             x = res["voxels"]
         out["counts"][f"head_s{x.stride}"] = len(x)
@@ -93,11 +110,10 @@ class Tsp3dNet(nn.Module):
         return out
 
     def predict_boxes(self, x: SparseVoxels, t: torch.Tensor, text_pad, voxel_size: float):
-        """Objectness logit and box (centre offset from the voxel centre and log-size, both in units
-        of the voxel edge) per voxel of the last level: ([N], [N, 6] as centre + size in metres)."""
+        """Objectness logit and box per voxel of the last level: ([N], [N, 6] as centre + size in metres).
+        Box = (voxel centre + ``BOX_UNIT * o``, ``BOX_UNIT * exp(s)``) for the head's outputs (o, s)."""
         fused, _ = self.head_fusion(x.feats, centers(x, voxel_size), t, text_pad)
         pred = self.head(fused)
-        size = voxel_size * x.stride
-        ctr = centers(x, voxel_size) + pred[:, 1:4] * size
-        dims = torch.exp(pred[:, 4:7].clamp(max=6.0)) * size
+        ctr = centers(x, voxel_size) + pred[:, 1:4] * BOX_UNIT
+        dims = torch.exp(pred[:, 4:7].clamp(-6.0, 3.0)) * BOX_UNIT
         return pred[:, 0], torch.cat([ctr, dims], 1)

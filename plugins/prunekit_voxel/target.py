@@ -114,45 +114,36 @@ def _features(pc: PointCloud, cin: int) -> np.ndarray:
 
 def stage_to_target_level(net, vox, tokens, pad, *, voxel_size: float, prune: bool, scene_threshold: float,
                           min_keep: int) -> dict:
-    """``Tsp3dNet.forward`` up to the target-level TGP: returns the stride-4 voxels after the scene-level
-    TGP and the neck, their target-level keep scores (all 1 with ``prune=False``) and what the rest needs."""
+    """``Tsp3dNet.forward`` up to the target-level TGP: returns the text-fused stride-4 voxels after the
+    scene-level TGP and the neck, their target-level keep scores (all 1 with ``prune=False``) and what
+    the rest needs."""
     import torch
 
-    from .model import _relu, centers
     from .tgp import keep_scores, tgp_keep
 
     levels = net.encode(vox)
     t = net.text(tokens)
-    counts = {f"enc_s{v.stride}": len(v) for v in levels}
-    x = levels[3]
+    counts = {"enc_s1": len(vox), **{f"enc_s{v.stride}": len(v) for v in levels}}
+    logits, x = net.fuse(0, levels[2], t, pad, voxel_size)
     if prune:
-        logits, _ = net.tgp[0](x, centers(x, voxel_size), t, pad)
         x = x.select(tgp_keep(logits, threshold=scene_threshold, min_keep=min_keep, level=f"s{x.stride}"))
     counts[f"neck_s{x.stride}"] = len(x)
-    up, rows = net.up[0](x, levels[2].coords)
-    x = _relu(net.dec[0](up.replace(up.feats + levels[2].feats[rows])))
-    if prune:
-        logits, _ = net.tgp[1](x, centers(x, voxel_size), t, pad)
-        scores = keep_scores(logits)
-    else:
-        scores = torch.ones(len(x))
+    logits, x = net.fuse(1, net.upsample(0, x, levels[1]), t, pad, voxel_size)
+    scores = keep_scores(logits) if prune else torch.ones(len(x))
     return {"levels": levels, "t": t, "x": x, "scores": scores.detach(), "counts": counts}
 
 
 def finish_from_mask(net, st: dict, keep, pad, *, voxel_size: float, prune: bool, cba: bool,
                      cba_threshold: float) -> dict:
     """The rest of ``Tsp3dNet.forward`` after the target-level TGP mask ``keep`` (bool over ``st["x"]``)."""
-    from .model import _relu
-
     levels, t, x, counts = st["levels"], st["t"], st["x"], dict(st["counts"])
     if prune:
         x = x.select(keep)
     counts[f"neck_s{x.stride}"] = len(x)
-    up, rows = net.up[1](x, levels[1].coords)
-    x = _relu(net.dec[1](up.replace(up.feats + levels[1].feats[rows])))
+    x = net.upsample(1, x, levels[0])
     added = 0
     if prune and cba:
-        res = net.cba(levels[1], x, voxel_size * levels[1].stride, t, pad, threshold=cba_threshold)
+        res = net.cba(levels[0], x, voxel_size * levels[0].stride, t, pad, threshold=cba_threshold)
         added = len(res["voxels"]) - len(x)
         x = res["voxels"]
     counts[f"head_s{x.stride}"] = len(x)

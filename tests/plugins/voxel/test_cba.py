@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from prunekit_voxel.cba import CBA, cba_targets, idw_interpolate, sample_candidates
+from prunekit_voxel.cba import CBA, idw_interpolate, sample_candidates
 from prunekit_voxel.sparse import SparseVoxels
 
 from .conftest import random_sites
@@ -69,13 +69,11 @@ def test_idw_interpolation():
     assert idw_interpolate(src[:0], f[:0], src).shape == (3, 1)
 
 
-def test_candidate_sampling_and_targets():
+def test_candidate_sampling():
     assert torch.equal(sample_candidates(10, 2400), torch.arange(10))
     rows = sample_candidates(5000, 2400, seed=1)
     assert len(rows) == 2400 and len(torch.unique(rows)) == 2400 and rows.max() < 5000
     assert torch.equal(rows, sample_candidates(5000, 2400, seed=1))
-    xyz = torch.tensor([[0.0, 0, 0], [0.53, 0, 0], [0.6, 0, 0]])
-    assert cba_targets(xyz, torch.tensor([0.0, 0, 0, 1, 1, 1]), VS).tolist() == [1.0, 1.0, 0.0]
 
 
 def test_stride_mismatch_is_refused():

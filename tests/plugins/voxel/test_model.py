@@ -1,4 +1,4 @@
-"""The small TSP3D network: pruning shrinks the neck, the baseline path keeps everything."""
+"""The small TSP3D network: pruning shrinks the neck, the baseline path fuses text into everything."""
 
 import torch
 
@@ -17,7 +17,7 @@ def test_baseline_and_pruned_paths():
         net.tgp[1].head.bias.fill_(-20.0)
         pruned = net(vox, text, voxel_size=0.1, prune=True, cba=False, min_keep=2)
     c, p = base["counts"], pruned["counts"]
-    assert c["neck_s8"] == c["enc_s8"] and c["head_s2"] == c["enc_s2"] and base["tgp"] == []
+    assert c["neck_s8"] == c["enc_s8"] and c["head_s2"] == c["enc_s2"] and len(base["tgp"]) == 2  # fused, not pruned
     assert p["neck_s8"] == 2  # floor only: everything else scored prunable at 0.7
     assert p["neck_s4"] <= 2 * 8 and p["head_s2"] < c["head_s2"]
     # survivors upsample only where their parent was kept, and stay on encoder sites
@@ -40,3 +40,21 @@ def test_training_budget_counts_and_cba_adds_back():
     loss.backward()
     assert net.tgp[0].head.weight.grad is not None and net.cba.head.weight.grad is not None
     assert net.stem.weight.grad is not None
+
+
+def test_fusion_runs_on_every_voxel_unpruned_and_on_survivors_pruned():
+    """The text fusion at stride 4 and the stride-2 head see all encoder sites without pruning and only the
+    survivors with it (where the speed-up comes from); the fused stride-8 features go up the neck."""
+    vox, net = small_scene(), small_net()
+    rows = {}
+    net.tgp[1].register_forward_hook(lambda m, a, o: rows.__setitem__("fusion_s4", a[0].feats.shape[0]))
+    net.head_fusion.register_forward_hook(lambda m, a, o: rows.__setitem__("head_s2", a[0].shape[0]))
+    text = torch.randn(4, 24)
+    with torch.no_grad():
+        full = net(vox, text, voxel_size=0.1, prune=False)
+        assert rows == {"fusion_s4": full["counts"]["enc_s4"], "head_s2": full["counts"]["enc_s2"]}
+        pruned = net(vox, text, voxel_size=0.1, keep_counts=(3, 5), cba=False)
+        assert rows["head_s2"] == pruned["counts"]["head_s2"] < full["counts"]["enc_s2"]
+        assert rows["fusion_s4"] < full["counts"]["enc_s4"]
+        net.tgp[0].fusion.layers[0].v_ffn[2].weight.mul_(3.0)  # the stride-8 fusion output changes the result
+        assert (net(vox, text, voxel_size=0.1, prune=False)["boxes"] - full["boxes"]).abs().max() > 1e-3

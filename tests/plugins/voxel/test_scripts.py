@@ -22,7 +22,7 @@ def _script(rel: str):
 def test_train_then_bench(tmp_path):
     ckpt = tmp_path / "t.safetensors"
     assert _script("scripts/train_tsp3d.py").main(["--steps", "2", "--width", "16", "--out", str(ckpt)]) == 0
-    train = json.loads((tmp_path / "train.json").read_text())
+    train = json.loads((tmp_path / "t.train.json").read_text())
     assert train["steps"] == 2 and ckpt.exists()
     out = tmp_path / "b.json"
     assert _script("scripts/bench/bench_tsp3d.py").main(
@@ -33,3 +33,7 @@ def test_train_then_bench(tmp_path):
     full = summary["full"]["mean_counts"]
     assert full["head_s2"] == full["enc_s2"]  # the unpruned setting keeps every stride-2 site
     assert summary["tgp"]["mean_counts"]["enc_s1"] == full["enc_s1"] and summary["tgp"]["speedup_vs_full"] > 0
+    stages = {k: v["mean_stage_cpu_seconds"] for k, v in summary.items()}
+    assert all(stages["full"][k] > 0 for k in ("encoder", "fusion_s8", "fusion_s4", "neck_convs", "head"))
+    assert stages["full"]["cba"] == 0 < stages["tgp+cba"]["cba"]
+    assert sum(stages["full"].values()) <= summary["full"]["mean_cpu_seconds"] + 1e-3  # stages do not overlap

@@ -204,6 +204,19 @@ def evaluate(pipe_base, enc, router, macs, experts, prompts, seeds, ids, table, 
             "route_fraction": route_c / (route_c + gen_c)}
 
 
+SAME_ARGS = ("steps", "keep", "batch", "lr", "ft_steps", "ft_lr", "ft_alpha", "n_eval", "sample_steps", "seed")
+
+
+def reused_rows(path: Path, a) -> dict:
+    """The unpruned and static rows of an earlier run with the same settings (their code path is deterministic)."""
+    old = json.loads(path.read_text())
+    mine = {k: str(v) for k, v in vars(a).items()}
+    diff = [k for k in SAME_ARGS if old["args"].get(k, "1.0" if k == "ft_alpha" else None) != mine[k]]
+    if diff:
+        raise SystemExit(f"--static-from {path}: different settings {diff}")
+    return {"base": old["results"]["base"], "static": old["results"]["static"] | {"reused_from": str(path)}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--codes", type=int, default=4)
@@ -222,6 +235,8 @@ def main() -> None:
     ap.add_argument("--ft-alpha", type=float, default=1.0, help="distillation weight to the unpruned UNet (both methods)")
     ap.add_argument("--n-eval", type=int, default=100, help="eval prompts per family")
     ap.add_argument("--sample-steps", type=int, default=20)
+    ap.add_argument("--static-from", type=Path, help="reuse the unpruned and static rows of this earlier JSON "
+                    "(same settings required) instead of recomputing them")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--out", type=Path, default=OUT)
@@ -245,8 +260,9 @@ def main() -> None:
         real_feats = clf.features(xte[:1000])
     enc = PromptEncoder()
 
+    reuse = reused_rows(a.static_from, a) if a.static_from else None
     runs = {}
-    for name, k in (("aptp", a.codes), ("static", 1)):
+    for name, k in (("aptp", a.codes),) + ((("static", 1),) if reuse is None else ()):
         router, macs, experts, log, secs = train_or_load(name, unet, data, table, k, a)
         runs[name] = {"router": router, "macs": macs, "experts": experts, "log": log, "train_cpu_s": secs}
 
@@ -258,10 +274,14 @@ def main() -> None:
 
     base_pipe = T.make_pipeline(unet)
     base_pipe.set_progress_bar_config(disable=True)
-    c0 = cpu()
-    base_imgs = generate(base_pipe, prompts, seeds, a.sample_steps)
-    base_cpu = cpu() - c0
-    result = {"base": {**quality(base_imgs, ids, table, clf, real_feats), "mac_ratio": 1.0, "generate_cpu_s": base_cpu}}
+    if reuse is None:
+        c0 = cpu()
+        base_imgs = generate(base_pipe, prompts, seeds, a.sample_steps)
+        base_cpu = cpu() - c0
+        result = {"base": {**quality(base_imgs, ids, table, clf, real_feats), "mac_ratio": 1.0,
+                           "generate_cpu_s": base_cpu}}
+    else:
+        result = {"base": reuse["base"]}
 
     for name, r in runs.items():
         router, macs = r["router"], r["macs"]
@@ -293,6 +313,8 @@ def main() -> None:
         result[name] = entry
         print(name, json.dumps({k: v for k, v in entry.items() if k not in ("train_log", "finetune")}), flush=True)
 
+    if reuse is not None:
+        result["static"] = reuse["static"]
     shares = result["aptp"]["share"]
     aptp_key = "finetuned" if a.ft_steps > 0 else "pruned"
     result["targets"] = {

@@ -4,7 +4,7 @@
 
 ORIGINAL_DIR / PRUNED_DIR: what ``save_pretrained`` or ``prunekit prune -m ld-pruner`` wrote (a
 pipeline or a bare denoiser). Loss per step (``prunekit_diffusion.recovery.distill_finetune``):
-MSE(student eps, true eps) + alpha * MSE(student eps, teacher eps) on noised training images, the
+task_weight * MSE(student eps, true eps) + alpha * MSE(student eps, teacher eps) on noised training images, the
 original denoiser being the frozen teacher. ``--data``: an ``.npz`` with ``images`` [N, C, H, W] in the
 model's sample space ([-1, 1]) and, for class-conditional denoisers, ``labels`` [N]. OUT_DIR keeps
 PRUNED_DIR's layout (reload with ``prunekit_diffusion.load_pruned``) plus ``recovery.json`` (the loss
@@ -56,11 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--alpha", type=float, default=1.0, help="weight of the distillation term")
+    ap.add_argument("--task-weight", type=float, default=1.0,
+                    help="weight of the noise-prediction term (0 with --alpha 1: pure distillation)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     try:
         if a.steps < 1 or a.batch_size < 1 or a.lr <= 0:
             raise UsageError("--steps and --batch-size must be >= 1 and --lr > 0")
+        if a.alpha < 0 or a.task_weight < 0 or a.alpha + a.task_weight == 0:
+            raise UsageError("--alpha and --task-weight must be >= 0 and not both 0")
         if a.output.exists() and (not a.output.is_dir() or any(a.output.iterdir())):
             raise UsageError(f"{a.output}: exists and is not an empty directory")
         teacher, student = TARGET.load(a.original), TARGET.load(a.pruned)
@@ -69,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"{a.data}: images of shape {list(data.shape[1:])} do not fit the denoiser's "
                              f"{student.model.config.in_channels} x {student.model.config.sample_size}^2 samples")
         log = distill_finetune(student.model, teacher.model, teacher.scheduler, data, cond, steps=a.steps,
-                               batch_size=a.batch_size, lr=a.lr, alpha=a.alpha, seed=a.seed)
+                               batch_size=a.batch_size, lr=a.lr, alpha=a.alpha, seed=a.seed,
+                               task_weight=a.task_weight)
         tmp = a.output.parent / f".{a.output.name}.recovering"
         shutil.rmtree(tmp, ignore_errors=True)
         try:

@@ -10,7 +10,9 @@ scores (:mod:`~prunekit_diffusion.scoring`) → :func:`prunekit.select` under a 
 budget (``keep_macs``: fraction of the denoiser's MACs per call) or an operator-count
 budget (``keep_ratio``) → physical removal on a copy of the denoiser. ``rounds > 1`` runs
 the iterative variant (:mod:`~prunekit_diffusion.iterative`: remove in rounds, re-score the
-survivors); ``per_mac=True`` ranks by score per MAC saved (both our own, not the paper's).
+survivors); ``per_mac=True`` ranks by score per MAC saved; ``keep_per_block=m`` keeps the ``m``
+best-scored operators of every denoiser block (:func:`~prunekit_diffusion.scoring.select_operators`;
+for the random baseline too). All three are our own, opt-in, not the paper's.
 """
 
 from __future__ import annotations
@@ -21,14 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
-from prunekit import Budget, Mask, Report, Scores, select
+from prunekit import Budget, Mask, Report, Scores
 from prunekit.errors import UsageError
 
 from .bypass import remove_operators
 from .iterative import iterative_ld_pruner
 from .operators import Operator, discover_operators, total_macs
 from .sampling import Calibration
-from .scoring import GROUP, ld_pruner_scores, macs_budget, random_scores, removable
+from .scoring import GROUP, ld_pruner_scores, macs_budget, random_scores, removable, select_operators
 from .serialization import DENOISER_COMPONENTS
 
 METHODS = ("ld-pruner", "random")
@@ -168,7 +170,8 @@ def size_of(model: torch.nn.Module, example) -> dict[str, float]:
 def prune_denoiser(model: torch.nn.Module, scheduler, *, keep_macs: float | None = None,
                    keep_ratio: float | None = None, budget: Budget | None = None, calib: Any = None,
                    method: str = "ld-pruner", seed: int = 0, progress: bool = True, inplace: bool = False,
-                   pipe: Any = None, rounds: int = 1, per_mac: bool = False, **calib_kw: Any) -> PruneResult:
+                   pipe: Any = None, rounds: int = 1, per_mac: bool = False, keep_per_block: int = 0,
+                   **calib_kw: Any) -> PruneResult:
     """Score, select and remove operators of ``model``; see the module docstring."""
     t0 = time.perf_counter()
     model.eval()
@@ -184,12 +187,13 @@ def prune_denoiser(model: torch.nn.Module, scheduler, *, keep_macs: float | None
             ops, scores, total = score_operators(model, scheduler, calib, method, seed, progress, per_mac)
         bud = make_budget(ops, total, keep_macs, keep_ratio, budget)
         with report.time("select"):
-            mask = select(scores, bud)
+            mask = select_operators(scores, removable(ops), bud, keep_per_block)
     else:
         ops, total = discover_operators(model, example), total_macs(model, example)
         bud = make_budget(ops, total, keep_macs, keep_ratio, budget)
         with report.time("score"):
-            scores, mask, rounds_log = iterative_ld_pruner(model, scheduler, ops, calib, bud, rounds, per_mac, progress)
+            scores, mask, rounds_log = iterative_ld_pruner(model, scheduler, ops, calib, bud, rounds, per_mac, progress,
+                                                             keep_per_block)
     report.budget = (f"keep_macs={keep_macs:g} -> " if keep_macs is not None else "") + bud.describe()
     units = removable(ops)
     drop = [op for op, keep in zip(units, mask[GROUP].tolist()) if not keep]
@@ -205,7 +209,7 @@ def prune_denoiser(model: torch.nn.Module, scheduler, *, keep_macs: float | None
                         "cond": sorted(calib.cond)},
         "operators": [{**op.to_dict(), "score": (vals[units.index(op)] if op in units else None),
                        "kept": (op not in drop)} for op in ops],
-        "removed": removed, "rounds": rounds, "per_mac": per_mac,
+        "removed": removed, "rounds": rounds, "per_mac": per_mac, "keep_per_block": keep_per_block,
         **({"rounds_log": rounds_log} if rounds_log is not None else {}),
     }
     report.notes.append(f"removed {len(drop)} of {len(units)} removable operators "

@@ -10,7 +10,9 @@ kept bypassed, and keeps, by :func:`prunekit.select`, the best of them under
     K_r = N - round((N - K) * r / R)   (operator-count budgets, K = operators to keep)
 
 so each round removes about ``1/R`` of the budget gap and the last round meets the budget.
-``S_k`` in round ``r`` is the distance of the latents with ``removed + [k]`` bypassed to the
+With ``keep_per_block=m`` every round selects through
+:func:`~prunekit_diffusion.scoring.select_operators` (the ``m`` best survivors of each block are
+kept). ``S_k`` in round ``r`` is the distance of the latents with ``removed + [k]`` bypassed to the
 *original* model's latents (computed once), so the removals are chosen greedily to keep the
 final latents close to the unpruned model's. ``R = 1`` is exactly the one-shot selection.
 """
@@ -21,12 +23,12 @@ import dataclasses
 from typing import Sequence
 
 import torch
-from prunekit import Budget, Mask, Scores, select
+from prunekit import Budget, Mask, Scores
 from prunekit.errors import UsageError
 
 from .operators import Operator
 from .sampling import Calibration
-from .scoring import GROUP, ld_pruner_scores, mac_costs, reference_latents, removable
+from .scoring import GROUP, ld_pruner_scores, mac_costs, reference_latents, removable, select_operators
 
 
 def round_budget(budget: Budget, n: int, total_cost: float, r: int, rounds: int) -> Budget:
@@ -44,7 +46,7 @@ def round_budget(budget: Budget, n: int, total_cost: float, r: int, rounds: int)
 @torch.no_grad()
 def iterative_ld_pruner(model: torch.nn.Module, scheduler, ops: Sequence[Operator], calib: Calibration,
                         budget: Budget, rounds: int, per_mac: bool = False,
-                        progress: bool = True) -> tuple[Scores, Mask, list[dict]]:
+                        progress: bool = True, keep_per_block: int = 0) -> tuple[Scores, Mask, list[dict]]:
     """(scores, keep mask over the removable operators, per-round log).
 
     Each operator's score is the one from the last round it was scored in (the round it was
@@ -68,10 +70,12 @@ def iterative_ld_pruner(model: torch.nn.Module, scheduler, ops: Sequence[Operato
         it = tqdm(it, desc="LD-Pruner rounds", unit="round")
     for r in it:
         removed = [units[i] for i in range(n) if i not in alive]
-        s = ld_pruner_scores(model, scheduler, [units[i] for i in alive], calib, progress=False,
+        survivors = [units[i] for i in alive]
+        s = ld_pruner_scores(model, scheduler, survivors, calib, progress=False,
                              reference=reference, removed=removed, per_mac=per_mac)
         values[alive] = s[GROUP]
-        keep = select(s, round_budget(budget, n, float(cost.sum()), r, rounds))[GROUP].tolist()
+        keep = select_operators(s, survivors, round_budget(budget, n, float(cost.sum()), r, rounds),
+                                keep_per_block)[GROUP].tolist()
         dropped = [units[i].name for i, k in zip(alive, keep) if not k]
         alive = [i for i, k in zip(alive, keep) if k]
         log.append({"round": r, "scored": len(keep), "removed": dropped, "kept_cost": float(cost[alive].sum())})

@@ -5,7 +5,11 @@ the loss is the usual noise-prediction loss plus output distillation towards the
 unpruned teacher on the same noisy input (knowledge distillation at the output, as in
 BK-SDM-style recovery; the paper's exact recipe is not reproduced):
 
-    L = || eps_s(x_t, t, c) - eps ||² + alpha · || eps_s(x_t, t, c) - eps_T(x_t, t, c) ||²
+    L = w · || eps_s(x_t, t, c) - eps ||² + alpha · || eps_s(x_t, t, c) - eps_T(x_t, t, c) ||²
+
+``w = task_weight`` (default 1): ``w = 1, alpha = 0`` is plain denoising fine-tuning, ``w = 0,
+alpha = 1`` pure output distillation (the teacher's prediction is the only target), the default
+``w = alpha = 1`` both (:data:`RECOVERY_MODES`).
 
 ``data`` is clean training samples ``(N, C, H, W)``; ``cond`` holds per-row
 conditioning (e.g. ``{"class_labels": labels}``); the training noise schedule is the
@@ -22,6 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from .sampling import denoise
+
+#: recovery recipes by name: (task_weight, alpha)
+RECOVERY_MODES = {"mixed": (1.0, 1.0), "distill": (0.0, 1.0), "denoise": (1.0, 0.0)}
 
 
 @contextmanager
@@ -45,17 +52,19 @@ def no_label_dropout(model: torch.nn.Module) -> Iterator[None]:
 
 def distill_finetune(student: torch.nn.Module, teacher: torch.nn.Module, scheduler, data: torch.Tensor,
                      cond: dict[str, torch.Tensor] | None = None, *, steps: int = 200, batch_size: int = 32,
-                     lr: float = 2e-4, alpha: float = 1.0, seed: int = 0, log_every: int = 50) -> list[dict[str, Any]]:
+                     lr: float = 2e-4, alpha: float = 1.0, seed: int = 0, log_every: int = 50,
+                     task_weight: float = 1.0) -> list[dict[str, Any]]:
     """Fine-tune ``student`` in place; returns a loss log. ``teacher`` is only evaluated.
 
     The student trains without label dropout (:func:`no_label_dropout`): it is taught the
     teacher's conditional outputs.
     """
     with no_label_dropout(student):
-        return _finetune(student, teacher, scheduler, data, cond or {}, steps, batch_size, lr, alpha, seed, log_every)
+        return _finetune(student, teacher, scheduler, data, cond or {}, steps, batch_size, lr, alpha, seed, log_every,
+                         task_weight)
 
 
-def _finetune(student, teacher, scheduler, data, cond, steps, batch_size, lr, alpha, seed, log_every):
+def _finetune(student, teacher, scheduler, data, cond, steps, batch_size, lr, alpha, seed, log_every, task_weight):
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr, weight_decay=0.0)
     teacher.eval()
@@ -73,7 +82,7 @@ def _finetune(student, teacher, scheduler, data, cond, steps, batch_size, lr, al
             target_t = denoise(teacher, xt, t, kw)
         pred = denoise(student, xt, t, kw)
         task, kd = F.mse_loss(pred, noise), F.mse_loss(pred, target_t)
-        loss = task + alpha * kd
+        loss = task_weight * task + alpha * kd
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)

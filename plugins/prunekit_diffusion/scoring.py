@@ -17,14 +17,23 @@ modifications, O(n m k) cost); :mod:`~prunekit_diffusion.iterative` adds our own
 variant, which scores with already removed operators (``removed``) kept bypassed.
 ``per_mac=True`` is our own deviation as well: ``S_k / MACs_k`` (score per MAC saved). ``std`` uses the unbiased (n - 1) estimator. A bypass that produces
 non-finite latents scores ``+inf`` (never removed first).
+
+:func:`select_operators` is the one place where these scores become a keep mask. With
+``keep_per_block=m > 0`` (our own structural constraint, opt-in, not in the paper) the
+operators are split into one :class:`prunekit.Scores` group per denoiser block
+(``down_blocks.i``, ``mid_block``, ``up_blocks.j``; a transformer's block list is one
+group) and :func:`prunekit.select` runs with ``floor=m`` over all groups together: the ``m``
+best-scored operators of every block are kept and counted in the budget first, so no
+block -- and so no resolution level of a UNet -- loses every operator.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import torch
-from prunekit import Budget, Scores
+from prunekit import Budget, Mask, Scores, select
 from prunekit.errors import UsageError
 
 from .bypass import bypassed
@@ -99,6 +108,42 @@ def ld_pruner_scores(model: torch.nn.Module, scheduler, ops: Sequence[Operator],
     if per_mac:
         vals = torch.where(cost > 0, vals / cost.clamp_min(1.0), torch.full_like(vals, float("inf")))
     return Scores.single(vals, cost=cost, name=GROUP)
+
+
+def block_of(op: Operator) -> str:
+    """The denoiser block an operator belongs to: ``"up_blocks.0.resnets.2"`` -> ``"up_blocks.0"``."""
+    parts = op.name.split(".")
+    for i, p in enumerate(parts):
+        if p in ("resnets", "attentions"):
+            return ".".join(parts[:i])
+    return ".".join(parts[:-1]) or op.name
+
+
+def select_operators(scores: Scores, units: Sequence[Operator], budget: Budget, keep_per_block: int = 0) -> Mask:
+    """Keep mask (group ``"operators"``) over ``units`` from their one-group ``scores`` under ``budget``.
+
+    ``keep_per_block = 0``: plain :func:`prunekit.select`. ``m > 0``: one group per block
+    (:func:`block_of`), ``select`` with ``floor=m`` and global ranking (see the module docstring);
+    a cost budget that the floors alone exceed is a :class:`UsageError`.
+    """
+    if keep_per_block == 0:
+        return select(scores, budget)
+    if int(keep_per_block) != keep_per_block or keep_per_block < 0:
+        raise UsageError(f"keep_per_block must be a non-negative integer, got {keep_per_block}")
+    blocks = [block_of(op) for op in units]
+    names = list(dict.fromkeys(blocks))
+    idx = {b: [i for i, x in enumerate(blocks) if x == b] for b in names}
+    vals, cost = scores[GROUP], scores.unit_cost(GROUP)
+    grouped = Scores({b: vals[i] for b, i in idx.items()}, {b: cost[i] for b, i in idx.items()})
+    bud = dataclasses.replace(budget, floor=int(keep_per_block), scope="global")
+    mask = select(grouped, bud)
+    keep = torch.zeros(len(units), dtype=torch.bool)
+    for b, i in idx.items():
+        keep[i] = mask[b]
+    if budget.kind == "cost" and float(cost[keep].sum()) > budget.cost * (1 + 1e-9):
+        raise UsageError(f"keeping {keep_per_block} operator(s) per block already costs {float(cost[keep].sum()):.4g}, "
+                         f"more than the budget {budget.cost:.4g}")
+    return Mask({GROUP: keep})
 
 
 def random_scores(ops: Sequence[Operator], seed: int = 0) -> Scores:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import statistics
 import sys
 import time
@@ -79,16 +80,29 @@ def sizes(model, calib) -> dict:
     return {"params": sum(p.numel() for p in model.parameters()), "macs": total_macs(model, calib.example(model))}
 
 
-def recover(model, base, sched, a, clf, real_feats, train_x, train_y) -> dict:
-    """Recovery fine-tune of a copy of ``model`` against ``base`` and the quality afterwards."""
-    from prunekit_diffusion.recovery import distill_finetune
+def recover(model, base, sched, a, clf, real_feats, train_x, train_y, mode: str = "mixed") -> dict:
+    """Recovery fine-tune of a copy of ``model`` against ``base`` (recipe ``mode``, see
+    ``recovery.RECOVERY_MODES``) and the quality afterwards."""
+    from prunekit_diffusion.recovery import RECOVERY_MODES, distill_finetune
 
+    w, alpha = RECOVERY_MODES[mode]
     student = copy.deepcopy(model)
     t1 = time.perf_counter()
     log = distill_finetune(student, base, sched, train_x, {"class_labels": train_y}, steps=a.ft_steps,
-                           batch_size=a.ft_batch, lr=a.ft_lr, seed=a.seed)
-    return {"steps": a.ft_steps, "seconds": time.perf_counter() - t1, "log": log,
+                           batch_size=a.ft_batch, lr=a.ft_lr, seed=a.seed, task_weight=w, alpha=alpha)
+    return {"mode": mode, "task_weight": w, "alpha": alpha, "steps": a.ft_steps,
+            "seconds": time.perf_counter() - t1, "log": log,
             "quality": quality(student, sched, clf, real_feats, a.eval_n, a.eval_steps)}
+
+
+def recover_modes(model, base, sched, a, clf, real_feats, train_x, train_y) -> dict:
+    """``finetune`` (the first of ``--ft-modes``, what the summary and table read) and ``finetune_by_mode``."""
+    by = {m: recover(model, base, sched, a, clf, real_feats, train_x, train_y, m) for m in ft_modes(a)}
+    return {"finetune": by[ft_modes(a)[0]], "finetune_by_mode": by}
+
+
+def ft_modes(a) -> list[str]:
+    return [m.strip() for m in a.ft_modes.split(",") if m.strip()]
 
 
 def bench_model(kind: str, a, clf, real_feats, train_x, train_y) -> dict:
@@ -112,17 +126,22 @@ def bench_model(kind: str, a, clf, real_feats, train_x, train_y) -> dict:
     out["ld_scoring_seconds"] = time.perf_counter() - t0
     out["operators"] = ld.report.extra["operators"]
     variants["ld-pruner"] = (ld.model, [x["name"] for x in ld.removed], {})
-    for rounds, per_mac in ld_variants(a.ld_variants):  # our own variants (iterative re-scoring, score per MAC)
+    if a.score_check:
+        out["score_check"] = score_check(base, sched, calib, ld, a)
+    for rounds, per_mac, per_block in ld_variants(a.ld_variants):  # our own variants (re-scoring, per MAC, per block)
         t0 = time.perf_counter()
         v = prune_denoiser(base, sched, keep_macs=a.keep, calib=calib, method="ld-pruner", progress=a.progress,
-                           rounds=rounds, per_mac=per_mac)
-        info = {"rounds": rounds, "per_mac": per_mac, "scoring_seconds": time.perf_counter() - t0,
-                "rounds_log": v.report.extra.get("rounds_log"),
+                           rounds=rounds, per_mac=per_mac, keep_per_block=per_block)
+        info = {"rounds": rounds, "per_mac": per_mac, "keep_per_block": per_block,
+                "scoring_seconds": time.perf_counter() - t0, "rounds_log": v.report.extra.get("rounds_log"),
                 "scores": {o["name"]: o["score"] for o in v.report.extra["operators"] if o["score"] is not None}}
-        variants[variant_name(rounds, per_mac)] = (v.model, [x["name"] for x in v.removed], info)
+        variants[variant_name(rounds, per_mac, per_block)] = (v.model, [x["name"] for x in v.removed], info)
     for s in range(a.random_seeds):
         r = prune_denoiser(base, sched, keep_macs=a.keep, calib=calib, method="random", seed=s)
         variants[f"random-{s}"] = (r.model, [x["name"] for x in r.removed], {})
+    for s in range(a.random_block_seeds):  # the same per-block constraint on the random baseline
+        r = prune_denoiser(base, sched, keep_macs=a.keep, calib=calib, method="random", seed=s, keep_per_block=1)
+        variants[f"random-block-{s}"] = (r.model, [x["name"] for x in r.removed], {"keep_per_block": 1})
     if a.magnitude:
         from prunekit_diffusion.magnitude import magnitude_prune
 
@@ -135,7 +154,9 @@ def bench_model(kind: str, a, clf, real_feats, train_x, train_y) -> dict:
     out["latency_seconds"] = lat
     if a.ft_steps > 0:  # control: the same fine-tune on the unpruned model (student = a copy of the teacher)
         print(f"[{kind}] unpruned: the same recovery fine-tune (control)", flush=True)
-        out["unpruned"]["finetune_control"] = recover(base, base, sched, a, clf, real_feats, train_x, train_y)
+        ctl = recover_modes(base, base, sched, a, clf, real_feats, train_x, train_y)
+        out["unpruned"]["finetune_control"] = ctl["finetune"]
+        out["unpruned"]["finetune_control_by_mode"] = ctl["finetune_by_mode"]
     res = {}
     for name, (model, removed, info) in variants.items():
         print(f"[{kind}] {name}: removed {len(removed)} operators; quality before fine-tune", flush=True)
@@ -147,25 +168,58 @@ def bench_model(kind: str, a, clf, real_feats, train_x, train_y) -> dict:
             "quality": quality(model, sched, clf, real_feats, a.eval_n, a.eval_steps),
         }
         if a.ft_steps > 0:
-            print(f"[{kind}] {name}: recovery fine-tune ({a.ft_steps} steps)", flush=True)
-            entry["finetune"] = recover(model, base, sched, a, clf, real_feats, train_x, train_y)
+            print(f"[{kind}] {name}: recovery fine-tune ({a.ft_steps} steps, {a.ft_modes})", flush=True)
+            entry.update(recover_modes(model, base, sched, a, clf, real_feats, train_x, train_y))
         res[name] = entry
     out["pruned"] = res
     out["summary"] = summarize(out, a)
+    if a.ft_steps > 0:
+        out["summary_by_mode"] = {m: summarize(with_mode(out, m), a) for m in ft_modes(a)}
     return out
 
 
-def ld_variants(spec: str) -> list[tuple[int, bool]]:
-    """``"4,4m,1m"`` -> [(4, False), (4, True), (1, True)]: rounds, and ``m`` = score per MAC."""
+def with_mode(out: dict, mode: str) -> dict:
+    """``out`` with every ``finetune`` (and the control's) replaced by recovery recipe ``mode``'s."""
+    u = out["unpruned"]
+    unpruned = {**u, "finetune_control": u["finetune_control_by_mode"][mode]}
+    pruned = {k: {**v, "finetune": v["finetune_by_mode"][mode]} for k, v in out["pruned"].items()}
+    return {**out, "unpruned": unpruned, "pruned": pruned}
+
+
+def score_check(base, sched, calib, ld, a) -> dict:
+    """Scoring sanity check: one-shot scores again with another calibration (2x samples, other
+    seeds, 2x steps); Spearman rank correlation with the main scores, and the set it would remove."""
+    from prunekit_diffusion.api import prune_denoiser
+    from prunekit_diffusion.sampling import Calibration
+
+    n = 2 * a.calib_n
+    alt = Calibration(n=n, steps=2 * a.calib_steps, seed=a.seed + 1000, batch_size=n,
+                      cond={"class_labels": torch.arange(n) % 10})
+    t0 = time.perf_counter()
+    v = prune_denoiser(base, sched, keep_macs=a.keep, calib=alt, method="ld-pruner", progress=False)
+    main_s = [o["score"] for o in ld.report.extra["operators"] if o["score"] is not None]
+    alt_s = [o["score"] for o in v.report.extra["operators"] if o["score"] is not None]
+    rank = lambda xs: torch.tensor(xs).argsort().argsort().double()
+    r1, r2 = rank(main_s), rank(alt_s)
+    rho = float(((r1 - r1.mean()) * (r2 - r2.mean())).sum() / ((r1 - r1.mean()).norm() * (r2 - r2.mean()).norm()))
+    return {"calibration": {"n": n, "steps": 2 * a.calib_steps, "seed": a.seed + 1000}, "spearman": rho,
+            "seconds": time.perf_counter() - t0, "removed": [x["name"] for x in v.removed],
+            "same_removed_set": sorted(x["name"] for x in v.removed) == sorted(x["name"] for x in ld.removed),
+            "scores": dict(zip([o["name"] for o in v.report.extra["operators"] if o["score"] is not None], alt_s))}
+
+
+def ld_variants(spec: str) -> list[tuple[int, bool, int]]:
+    """``"4,4m,1b"`` -> [(4, False, 0), (4, True, 0), (1, False, 1)]: rounds, ``m`` = score per MAC,
+    ``b`` = keep one operator per block."""
     out = []
     for tok in (t.strip() for t in spec.split(",") if t.strip()):
-        per_mac = tok.endswith("m")
-        out.append((int(tok.rstrip("m")), per_mac))
+        out.append((int(tok.rstrip("mb")), "m" in tok, int("b" in tok)))
     return out
 
 
-def variant_name(rounds: int, per_mac: bool) -> str:
-    return "ld-pruner" + (f"-iter{rounds}" if rounds > 1 else "") + ("-permac" if per_mac else "")
+def variant_name(rounds: int, per_mac: bool, per_block: int = 0) -> str:
+    return ("ld-pruner" + (f"-iter{rounds}" if rounds > 1 else "") + ("-permac" if per_mac else "")
+            + ("-block" if per_block else ""))
 
 
 def summarize(out: dict, a) -> dict:
@@ -180,7 +234,8 @@ def summarize(out: dict, a) -> dict:
     acc = lambda v, ft: (v.get("finetune", {}).get("quality", {}) if ft else v["quality"]).get("accuracy")
     fd = lambda v, ft: (v.get("finetune", {}).get("quality", {}) if ft else v["quality"]).get("frechet")
     mean = lambda xs: statistics.mean(xs) if xs and None not in xs else None
-    rnd = [v for k, v in res.items() if k.startswith("random-")]
+    rnd = [v for k, v in res.items() if re.fullmatch(r"random-\d+", k)]
+    rnd_block = [v for k, v in res.items() if re.fullmatch(r"random-block-\d+", k)]
     ld, mag = res["ld-pruner"], res.get("magnitude")
     base = out["unpruned"]
     ctl = base.get("finetune_control")
@@ -190,7 +245,8 @@ def summarize(out: dict, a) -> dict:
          "unpruned_accuracy_after_same_ft": ctl["quality"]["accuracy"] if ctl else None,
          "unpruned_frechet_after_same_ft": ctl["quality"]["frechet"] if ctl else None}
     extra_ld = {k: [v] for k, v in res.items() if k.startswith("ld-pruner-")}
-    rows = {"ld": [ld], **({"random_mean": rnd} if rnd else {}), **({"magnitude": [mag]} if mag else {}), **extra_ld}
+    rows = {"ld": [ld], **({"random_mean": rnd} if rnd else {}), **({"magnitude": [mag]} if mag else {}),
+            **({"random_block_mean": rnd_block} if rnd_block else {}), **extra_ld}
     for key, vs in rows.items():
         s[f"{key}_mac_ratio"] = mean([v["mac_ratio"] for v in vs])
         s[f"{key}_latency_ratio"] = mean([v["latency_ratio"] for v in vs])
@@ -202,6 +258,9 @@ def summarize(out: dict, a) -> dict:
         others = [k for k in ("random_mean", "magnitude") if k in rows]
         for k in extra_ld:  # each LD-Pruner variant against the same baselines, after recovery
             s[f"{k}_beats_baselines_accuracy_after_ft"] = all(s[f"{k}_accuracy_after_ft"] > s[f"{o}_accuracy_after_ft"] for o in others)
+            if rnd_block:  # and against random removal under the same per-block constraint
+                s[f"{k}_beats_random_block_accuracy_after_ft"] = (s[f"{k}_accuracy_after_ft"]
+                                                                  > s["random_block_mean_accuracy_after_ft"])
             s[f"{k}_accuracy_within_5pct_of_unpruned_same_ft"] = (
                 s[f"{k}_accuracy_after_ft"] >= 0.95 * s["unpruned_accuracy_after_same_ft"] if ctl else None)
         s["targets"] = {
@@ -216,12 +275,15 @@ def summarize(out: dict, a) -> dict:
     return s
 
 
-def table(result: dict) -> str:
-    """The README table (markdown) of a result file: one row per variant, before / after recovery."""
+def table(result: dict, mode: str | None = None) -> str:
+    """The README table (markdown) of a result file: one row per variant, before / after recovery
+    (``mode``: that recovery recipe of a ``--ft-modes`` run; default the first)."""
     f = lambda q, k, d: "-" if q is None else f"{q[k]:.{d}f}"
     rows = ["| model | variant | MACs | params | latency (CPU) | acc before FT | FD before | acc after FT | FD after |",
             "|---|---|---|---|---|---|---|---|---|"]
     for kind, m in result["models"].items():
+        if mode is not None:
+            m = with_mode(m, mode)
         u = m["unpruned"]
         ctl = u.get("finetune_control", {}).get("quality")
         rows.append(f"| {kind} | unpruned (after: same fine-tune, control) | 1.00 | 1.00 | 1.00 | "
@@ -241,6 +303,8 @@ def main() -> None:
     ap.add_argument("--models-dir", type=Path, default=ROOT / ".cache" / "mnist16")
     ap.add_argument("--keep", type=float, default=0.65, help="fraction of the denoiser's MACs to keep")
     ap.add_argument("--random-seeds", type=int, default=3)
+    ap.add_argument("--random-block-seeds", type=int, default=0,
+                    help="random baseline under the keep-one-operator-per-block constraint, this many seeds")
     ap.add_argument("--calib-n", type=int, default=20)
     ap.add_argument("--calib-steps", type=int, default=10)
     ap.add_argument("--eval-n", type=int, default=500)
@@ -248,10 +312,15 @@ def main() -> None:
     ap.add_argument("--ft-steps", type=int, default=300)
     ap.add_argument("--ft-batch", type=int, default=32)
     ap.add_argument("--ft-lr", type=float, default=5e-4)
+    ap.add_argument("--ft-modes", default="mixed", help="recovery recipes, comma-separated (mixed, distill, "
+                    "denoise; recovery.RECOVERY_MODES), each run on every variant; the first one fills 'finetune'")
+    ap.add_argument("--score-check", action="store_true",
+                    help="re-score one-shot with another calibration (2x samples/steps, other seeds) and compare")
     ap.add_argument("--latency-batch", type=int, default=64)
     ap.add_argument("--latency-repeats", type=int, default=15)
     ap.add_argument("--ld-variants", default="", help="extra LD-Pruner variants, comma-separated: rounds, with "
-                    "'m' for score per MAC (e.g. '4,4m,1m'); the one-shot 'ld-pruner' row is always run")
+                    "'m' for score per MAC, 'b' for one operator kept per block (e.g. '4,4m,1b'); the one-shot "
+                    "'ld-pruner' row is always run")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--progress", action="store_true")
@@ -260,6 +329,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench-out" / "ldpruner.json")
     ap.add_argument("--merge", action="store_true", help="keep results of models not benchmarked in this run")
     ap.add_argument("--table", action="store_true", help="print --out as a markdown table and exit")
+    ap.add_argument("--table-mode", help="with --table: the recovery recipe to show (a --ft-modes run)")
     ap.add_argument("--combine", type=Path, nargs="+", help="merge these result files into --out and exit")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -267,7 +337,7 @@ def main() -> None:
     from prunekit.fileio import atomic_write_text
 
     if a.table:
-        print(table(json.loads(a.out.read_text())))
+        print(table(json.loads(a.out.read_text()), a.table_mode))
         return
     if a.combine:
         runs = [json.loads(f.read_text()) for f in a.combine]

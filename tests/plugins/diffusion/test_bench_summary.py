@@ -54,6 +54,32 @@ def test_summary_of_ld_variants_without_random_rows(bench):
     assert "random_mean_accuracy_after_ft" not in s and s["ld-pruner-iter4_accuracy_after_ft"] == 0.91
     assert s["ld-pruner-iter4_beats_baselines_accuracy_after_ft"]  # 0.91 > magnitude's 0.75
     assert s["ld-pruner-iter4_accuracy_within_5pct_of_unpruned_same_ft"]  # 0.91 >= 0.95 * 0.94
-    assert bench.ld_variants("4, 4m,1m") == [(4, False), (4, True), (1, True)]
-    assert [bench.variant_name(*v) for v in bench.ld_variants("4,4m,1m")] == [
-        "ld-pruner-iter4", "ld-pruner-iter4-permac", "ld-pruner-permac"]
+    assert bench.ld_variants("4, 4m,1m,4b") == [(4, False, 0), (4, True, 0), (1, True, 0), (4, False, 1)]
+    assert [bench.variant_name(*v) for v in bench.ld_variants("4,4m,1m,1b")] == [
+        "ld-pruner-iter4", "ld-pruner-iter4-permac", "ld-pruner-permac", "ld-pruner-block"]
+
+
+def test_summary_per_recovery_mode_and_random_block_rows(bench):
+    out = _out(0.88)
+    for v in [*out["pruned"].values(), None]:
+        holder = out["unpruned"] if v is None else v
+        key = "finetune_control" if v is None else "finetune"
+        worse = {"quality": {k: x * 0.5 for k, x in holder[key]["quality"].items()}}
+        holder[f"{key}_by_mode"] = {"mixed": holder[key], "denoise": worse}
+    out["pruned"]["random-block-0"] = {**_variant(0.64, 0.6, 0.3, 200.0, 0.9, 40.0),
+                                       "finetune_by_mode": {"mixed": {"quality": {"accuracy": 0.9, "frechet": 40.0}},
+                                                            "denoise": {"quality": {"accuracy": 0.2, "frechet": 9.0}}}}
+    out["pruned"]["ld-pruner-block"] = {**_variant(0.64, 0.6, 0.3, 200.0, 0.85, 40.0),
+                                        "finetune_by_mode": {"mixed": {"quality": {"accuracy": 0.85, "frechet": 1.0}},
+                                                             "denoise": {"quality": {"accuracy": 0.5, "frechet": 1.0}}}}
+    a = SimpleNamespace(keep=0.65, eval_n=400)
+    mixed = bench.summarize(bench.with_mode(out, "mixed"), a)
+    assert mixed["random_mean_accuracy_after_ft"] == pytest.approx(0.75)  # random-block rows are not random seeds
+    assert mixed["random_block_mean_accuracy_after_ft"] == 0.9
+    assert mixed["ld-pruner-block_beats_baselines_accuracy_after_ft"]  # 0.85 > 0.75 (random), 0.75 (magnitude)
+    assert not mixed["ld-pruner-block_beats_random_block_accuracy_after_ft"]  # 0.85 < 0.9
+    den = bench.summarize(bench.with_mode(out, "denoise"), a)
+    assert den["unpruned_accuracy_after_same_ft"] == pytest.approx(0.47)
+    assert den["ld-pruner-block_beats_random_block_accuracy_after_ft"]  # 0.5 > 0.2
+    rows = bench.table({"models": {"unet": out}}, "denoise").splitlines()
+    assert rows[3] == "| unet | ld-pruner | 0.64 | 0.64 | 0.62 | 0.600 | 80.0 | 0.440 | 17.5 |"

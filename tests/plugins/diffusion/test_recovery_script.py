@@ -49,6 +49,7 @@ def test_recovers_into_a_reloadable_pruned_directory(script, dirs, tmp_path):
     ({"data": "missing.npz"}, 1, "missing.npz"),
     ({"steps": "0"}, 2, "--steps"),
     ({"nolabels": True}, 1, "labels"),
+    ({"extra": ["--task-weight", "0", "--alpha", "0"]}, 2, "--task-weight"),
 ])
 def test_bad_input_one_line_and_nothing_written(script, dirs, tmp_path, capsys, change, code, msg):
     data = dirs / "data.npz"
@@ -59,7 +60,7 @@ def test_bad_input_one_line_and_nothing_written(script, dirs, tmp_path, capsys, 
         data = tmp_path / change["data"]
     out = tmp_path / "rec"
     rc = script.main([str(dirs / "orig"), str(dirs / "pruned"), "--data", str(data), "-o", str(out),
-                      "--steps", change.get("steps", "2"), "--batch-size", "4"])
+                      "--steps", change.get("steps", "2"), "--batch-size", "4", *change.get("extra", [])])
     err = capsys.readouterr().err
     assert rc == code and msg in err and len(err.strip().splitlines()) == 1
     assert not out.exists()

@@ -51,7 +51,7 @@ def test_shared_finetune_then_export_gives_experts_equal_to_the_gated_model():
     router = fixed_router(lay, 3)
     shared, routed = run_shared(base, router)
     assert len(set(routed.tolist())) >= 2  # the fine-tune saw several codes
-    experts = experts_from(router, shared)
+    experts, before = experts_from(router, shared), experts_from(router, base)
     gates = router.code_gates()
     x, t, e = inputs()
     gated = RoutedGatedUNet(shared, lay, gates)
@@ -61,7 +61,7 @@ def test_shared_finetune_then_export_gives_experts_equal_to_the_gated_model():
             code = torch.full((3,), k)
             ref = gated(x, t, e, code=code)[0]
             assert torch.allclose(expert(x, t, e).sample, ref, atol=1e-5)
-            moved |= not torch.allclose(experts_from(router, base)[k](x, t, e).sample, ref, atol=1e-4)
+            moved |= not torch.allclose(before[k](x, t, e).sample, ref, atol=1e-4)
         mixed = gated(x, t, e, code=torch.tensor([0, 1, 2]))[0]  # one code per sample in one batch
         for i in range(3):
             assert torch.allclose(experts[i](x[i : i + 1], t[i : i + 1], e[i : i + 1]).sample, mixed[i : i + 1], atol=1e-5)

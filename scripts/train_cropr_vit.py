@@ -8,6 +8,8 @@ Stages (each skipped when its cache folder exists, unless --force):
                  then the heads are removed and the pruned model saved (save_pretrained)
   cls-finetune   control for joint Cropr training: the cached classifier trained for the same
                  epochs, learning rate and canvases as a joint cls-cropr run, without pruning
+  cls-random-ft  the same, fine-tuned with random pruning at the Cropr schedule (--prune-counts ...)
+  cls-merge-ft   the same, fine-tuned with ToMe-style merging at the Cropr schedule
   seg-backbone   ViTModel + linear patch decoder for the digit's pixel mask
   seg-cropr      Cropr modules with Last Layer Fusion (one query per patch) on the segmenter
 
@@ -39,7 +41,7 @@ from prunekit_tokens.persist import load_pretrained, save_pretrained
 from prunekit_tokens.tasks import ClassificationTask, MaskTask, ViTSegmenter
 from prunekit_tokens.training import batches, evaluate_classification, evaluate_mask, train_epoch
 
-STAGES = ("cls-backbone", "cls-cropr", "cls-finetune", "seg-backbone", "seg-cropr")
+STAGES = ("cls-backbone", "cls-cropr", "cls-finetune", "cls-random-ft", "cls-merge-ft", "seg-backbone", "seg-cropr")
 
 
 def cosine_lr(opt, total_steps: int, warmup: int):
@@ -163,6 +165,34 @@ def stage_cls_finetune(args, spec: ModelSpec, out: Path):
     write_json(out / "metrics.json", {"test_accuracy": acc, "history": hist, "spec": spec, "args": vars(args)})
 
 
+def stage_cls_baseline_ft(args, spec: ModelSpec, out: Path):
+    """cls-random-ft / cls-merge-ft: the classifier fine-tuned *with* random pruning or ToMe-style merging
+    at the Cropr schedule, for the same epochs, learning rate and canvases as a joint cls-cropr run
+    (the baselines' equal-training counterpart of joint Cropr)."""
+    from transformers import ViTForImageClassification
+
+    from prunekit_tokens.attach import attach_merge, attach_random
+
+    src = cache_dir() / args.backbone
+    if not (src / "config.json").exists():
+        raise UsageError(f"{src}: run the cls-backbone stage first")
+    torch.manual_seed(args.seed)
+    model = ViTForImageClassification.from_pretrained(src).train()
+    spec = ModelSpec.from_config(model.config)
+    cfg = CroprConfig(**schedule(args))
+    method = args.stage_name.split("-")[1]
+    red = attach_random(model, config=cfg, seed=args.seed) if method == "random" else attach_merge(model, config=cfg)
+    fwd = lambda x: model(pixel_values=x).logits  # noqa: E731
+    hist = fit(fwd, list(model.parameters()), ClassificationTask(10), None, "backbone", args, 2, lambda y, m: y,
+               args.stage_name)
+    model.eval()
+    acc = evaluate_classification(fwd, test_data(args, False)())
+    print(f"{args.stage_name} test accuracy (pruned, {schedule_name(args)}) {acc:.4f}")
+    red.remove()
+    model.save_pretrained(out)
+    write_json(out / "metrics.json", {"test_accuracy": acc, "history": hist, "spec": spec, "args": vars(args)})
+
+
 def _segmenter(spec: ModelSpec, aux_grid: int = 1) -> ViTSegmenter:
     from transformers import ViTModel
 
@@ -248,6 +278,8 @@ def stage_dir(stage: str, args) -> Path:
     suffix = args.backbone[len("cls-backbone"):] if stage.startswith("cls") else ""
     if stage.endswith("cropr"):
         return cache_dir() / f"{stage}-{schedule_name(args)}-{args.mode}{args.tag}{suffix}"
+    if stage in ("cls-random-ft", "cls-merge-ft"):
+        return cache_dir() / f"{stage}-{schedule_name(args)}-e{args.epochs}{suffix}"
     if stage == "cls-finetune":
         return cache_dir() / f"{stage}-e{args.epochs}{args.tag}{suffix}"
     return cache_dir() / (args.backbone if stage == "cls-backbone" else stage)
@@ -299,6 +331,7 @@ def main(argv=None) -> int:
     spec = ModelSpec(image_size=args.image_size, patch_size=args.patch_size, hidden_size=args.width,
                      num_attention_heads=args.heads)
     runners = {"cls-backbone": stage_cls_backbone, "cls-cropr": stage_cls_cropr, "cls-finetune": stage_cls_finetune,
+               "cls-random-ft": stage_cls_baseline_ft, "cls-merge-ft": stage_cls_baseline_ft,
                "seg-backbone": stage_seg_backbone, "seg-cropr": stage_seg_cropr}
     epochs, lr = args.epochs, args.lr
     try:
@@ -308,7 +341,8 @@ def main(argv=None) -> int:
             raise UsageError(str(e)) from None
         for stage in args.stages:
             args.epochs = epochs or {"cls-backbone": 8, "seg-backbone": 3}.get(stage, 2)
-            joint_lr = 2e-4 if args.mode == "joint" or stage == "cls-finetune" else 1e-3
+            args.stage_name = stage
+            joint_lr = 2e-4 if args.mode == "joint" or stage.startswith("cls-") and stage != "cls-cropr" else 1e-3
             args.lr = lr or (5e-4 if stage.endswith("backbone") else joint_lr)
             out = stage_dir(stage, args)
             resume = args.resume and stage == "cls-backbone"

@@ -125,11 +125,12 @@ def interpolate(points, speed):
 
 
 def run_task(name, model, fwd, evaluate, cropr_dir, schedules, merge_extra, methods, llf, x_test, args, spec,
-             references=None, reuse=None):
+             references=None, reuse=None, own_models=None):
     """``references``: unpruned models measured as their own methods, e.g. "original" (the backbone
     before joint fine-tuning) and "control" (fine-tuned as long as the joint run, without pruning).
     ``reuse``: an earlier run's entry for this task; its quality figures are taken (only timing is
-    measured again) for the variants it has."""
+    measured again) for the variants it has. ``own_models``: ``{"random-ft": model, ...}`` baselines
+    that run on their own weights (fine-tuned with that baseline's pruning) instead of Cropr's."""
     old = {f"{r['method']}@{r['schedule']}": (r["quality"], r["token_counts"]) for r in (reuse or {}).get("rows", [])}
     old_infeasible = (reuse or {}).get("infeasible", {})
     model_c, red = load_pretrained(cropr_dir, model=model) if model is not None else load_pretrained(cropr_dir)
@@ -145,7 +146,10 @@ def run_task(name, model, fwd, evaluate, cropr_dir, schedules, merge_extra, meth
         quality[f"{ref}@none"] = old.get(f"{ref}@none") or (evaluate(ref_fns[f"{ref}@none"]), [n0] * spec.num_hidden_layers)
         variants[f"{ref}@none"] = (lambda: None, lambda red: None)
         print(f"[{name}] {ref}: {quality[f'{ref}@none'][0]}", flush=True)
+    own_fns = {}
     for method in methods:
+        base, mdl = method.removesuffix("-ft"), (own_models or {}).get(method, model)
+        fn = f if mdl is model else fwd(mdl.eval())
         todo = ["none"] if method == "unpruned" else schedules + (merge_extra if method.startswith("merge") else [])
         for sched in todo:
             key = f"{method}@{sched}"
@@ -154,8 +158,8 @@ def run_task(name, model, fwd, evaluate, cropr_dir, schedules, merge_extra, meth
                 continue
             red = None
             try:
-                red = attach(method, model, sched, cropr_cfg, cropr_state, llf)
-                q = old[key][0] if key in old else evaluate(f)
+                red = attach(base, mdl, sched, cropr_cfg, cropr_state, llf)
+                q = old[key][0] if key in old else evaluate(fn)
             except UsageError as e:  # e.g. merging more than half the tokens of a block
                 print(f"[{name}] {key}: infeasible ({e})", flush=True)
                 infeasible[key] = str(e)
@@ -165,11 +169,12 @@ def run_task(name, model, fwd, evaluate, cropr_dir, schedules, merge_extra, meth
                     red.remove()
             counts = old[key][1] if key in old else red.token_counts if red is not None else [n0] * spec.num_hidden_layers
             quality[key] = (q, counts)
-            variants[key] = (lambda m=method, r=sched: attach(m, model, r, cropr_cfg, cropr_state, llf),
+            variants[key] = (lambda m=base, r=sched, M=mdl: attach(m, M, r, cropr_cfg, cropr_state, llf),
                              lambda red: red.remove() if red is not None else None)
+            own_fns[key] = fn
             print(f"[{name}] {key}: {q} tokens {counts}", flush=True)
     batch = normalise(torch.as_tensor(x_test[: args.batch]))
-    fns = {k: ref_fns.get(k, f) for k in variants}
+    fns = {k: ref_fns.get(k, own_fns.get(k, f)) for k in variants}
     wall, cpu = timed_throughput(fns, variants, batch, args.reps)
     n, b = len(batch), "unpruned@none"
     rows = []
@@ -197,6 +202,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seg-cropr", default="seg-cropr-r28-joint-proj", help="cache folder of the dense-task Cropr stage")
     ap.add_argument("--cls-backbone", default="cls-backbone", help="cache folder of the classifier the "
                     "classification Cropr stage was trained from (the 'original' reference of a joint stage)")
+    ap.add_argument("--cls-baseline-ft", default="", help="baselines fine-tuned with their own pruning, e.g. "
+                    "random=cls-random-ft-...,merge=cls-merge-ft-... (cache folders); run as methods random-ft, merge-ft")
     ap.add_argument("--cls-control", default="", help="cache folder of a cls-finetune stage: the unpruned control "
                     "for a jointly trained classification Cropr stage")
     ap.add_argument("--cls-schedules", default="s40-12-6-4-a1-2-3-4,s64-20-10-6-a1-2-3-4,s80-24-12-8-a1-2-3-4,"
@@ -267,9 +274,19 @@ def main(argv=None) -> int:
                 refs["original"] = ViTForImageClassification.from_pretrained(cache_dir() / args.cls_backbone)
                 if args.cls_control:
                     refs["control"] = ViTForImageClassification.from_pretrained(cache_dir() / args.cls_control)
+            own = {}
+            for item in _list(args.cls_baseline_ft):
+                from transformers import ViTForImageClassification
+
+                meth, _, folder = item.partition("=")
+                if meth not in ("random", "merge") or not (cache_dir() / folder / "config.json").exists():
+                    print(f"error: --cls-baseline-ft {item!r}: expected random=|merge=<trained cache folder>",
+                          file=sys.stderr)
+                    return 2
+                own[f"{meth}-ft"] = ViTForImageClassification.from_pretrained(cache_dir() / folder)
             rows, meta = run_task("cls", None, lambda mdl: (lambda xb: mdl(pixel_values=xb).logits), ev, d,
-                                  _list(args.cls_schedules), _list(args.merge_extra), methods, False, x, args, spec,
-                                  refs, reuse.get(f"classification/{d.name}"))
+                                  _list(args.cls_schedules), _list(args.merge_extra), methods + list(own), False, x,
+                                  args, spec, refs, reuse.get(f"classification/{d.name}"), own)
             key, metric = f"classification/{d.name}", "top-1 accuracy"
         info = {**run_info, "inputs": {**run_info["inputs"], "model": spec.__dict__}, **overheads(args.batch, spec)}
         out["tasks"][key] = {"rows": rows, **meta, "metric": metric, "train_mode": mode, "run": info}
@@ -315,6 +332,9 @@ def _q(row, task):
     return row["quality"] if task.startswith("classification") else row["quality"]["miou"]
 
 
+BASELINES = ("random", "merge", "merge-prop", "random-ft", "merge-ft")
+
+
 def summarise(tasks):
     summ = {}
     for task, res in tasks.items():
@@ -331,7 +351,7 @@ def summarise(tasks):
         comp = []
         for r in by.get("cropr", []):
             entry = {"schedule": r["schedule"], "speedup": r["speedup"], "cropr": _q(r, task), "reference": bq}
-            for b in ("random", "merge", "merge-prop"):
+            for b in BASELINES:
                 if b in by:
                     same = next((x for x in by[b] if x["schedule"] == r["schedule"]), None)
                     entry[f"{b}_same_schedule"] = _q(same, task) if same else None
@@ -350,8 +370,8 @@ def summarise(tasks):
             s["best_speedup_keeping_98pct_miou"] = max((c["speedup"] for c in ok), default=None)
             s["target_1p3x_98pct"] = bool(ok) and s["best_speedup_keeping_98pct_miou"] >= 1.3
         for kind in ("same_schedule", "at_cropr_speed"):
-            wins = [c["cropr"] > c[f"{b}_{kind}"] for c in comp for b in ("random", "merge")
-                    if c.get(f"{b}_{kind}") is not None]
+            wins = [c["cropr"] > c[f"{b}_{kind}"] for c in comp for b in BASELINES
+                    if b != "merge-prop" and c.get(f"{b}_{kind}") is not None]
             s[f"cropr_beats_baselines_{kind}"] = f"{sum(wins)}/{len(wins)}"
         summ[task] = s
     return summ

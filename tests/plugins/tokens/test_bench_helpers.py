@@ -47,3 +47,35 @@ def test_modules_by_block_reuses_trained_weights(bench, vit_cls, images):
     sub.remove()
     with pytest.raises(UsageError, match="after block 0"):
         bench.modules_by_block(CroprConfig(prune_counts=(2,), prune_after=(1,)), trained, state, 4)
+
+
+def test_fine_tuned_baselines_run_on_their_own_weights(bench, vit_cls, images, tmp_path):
+    """``own_models``: random-ft is timed and scored on its own model, random on Cropr's weights."""
+    from types import SimpleNamespace
+
+    from transformers import ViTForImageClassification
+
+    from prunekit_tokens.attach import attach_random
+    from prunekit_tokens.experiment import ModelSpec
+    from prunekit_tokens.persist import save_pretrained
+    from .conftest import tiny_config
+
+    red = attach_cropr(vit_cls, CroprConfig(prune_counts=(3, 2), prune_after=(1, 2)))
+    save_pretrained(vit_cls, red, tmp_path / "cropr")
+    red.remove()
+    torch.manual_seed(1)
+    other = ViTForImageClassification(tiny_config()).eval()
+    fwd = lambda mdl: (lambda xb: mdl(pixel_values=xb).logits)  # noqa: E731
+    score = lambda fn: float(fn(images).detach().sum())  # noqa: E731  # tells the weights apart
+    args = SimpleNamespace(batch=3, reps=1)
+    rows, _ = bench.run_task("cls", None, fwd, score, tmp_path / "cropr", ["s3-2-a1-2"], [],
+                             ["unpruned", "random", "random-ft"], False, images.numpy(), args,
+                             ModelSpec.from_config(vit_cls.config), own_models={"random-ft": other})
+    by = {r["method"]: r for r in rows}
+    with torch.no_grad():
+        direct = attach_random(other, [(1, 3), (2, 2)], seed=0)
+        expected = score(fwd(other))
+        direct.remove()
+    assert by["random-ft"]["quality"] == pytest.approx(expected)
+    assert by["random"]["quality"] != pytest.approx(expected)
+    assert by["random-ft"]["token_counts"] == by["random"]["token_counts"] == [17, 17, 14, 12]

@@ -9,6 +9,10 @@ One ``@app.train()`` handler; the server's ConfigRecord says which method and st
 - ``bn-adapt`` / ``bn-eval`` (FedTiny adaptive BN selection): adapt BN of each candidate
   pruned model locally and send it; then score each candidate with the averaged BN.
 
+and one ``@app.evaluate()`` handler, HideNseek's ``bn-calibrate`` stage (Flower's
+evaluate phase, after the vote, before the server's evaluation): run the voted global
+model forward over the local data and reply its BN running mean/var (no training).
+
 Per-node state lives in ``context.state`` (ClientApps are re-created per message): the
 current mask and its version (FedTiny/FedMef), HideNseek's frozen weights and the
 node's real-valued sign scores, the FedTiny candidates between the two BN stages.
@@ -37,7 +41,7 @@ from .data import client_data
 from .masks import low_magnitude, prunable_shapes, swap_counts
 from .models import build_model
 from .strategy import load_state, transport_shapes
-from .training import (adapt_bn, bn_state_names, evaluate, extrusion_penalty, model_bytes, topk_inactive,
+from .training import (adapt_bn, bn_state_names, bn_statistics, evaluate, extrusion_penalty, model_bytes, topk_inactive,
                        train_local, train_signs)
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -89,22 +93,9 @@ def make_client_app(faults: dict[int, str] | None = None) -> ClientApp:
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         t0 = time.perf_counter()
-        threads = os.environ.get("PRUNEKIT_FED_THREADS")
-        if threads:
-            torch.set_num_threads(int(threads))
-        conf = msg.content["config"]
-        method = str(conf["method"])
-        cfg = config_for(method, dict(conf))
-        pid = int(context.node_config["partition-id"])
-        nparts = int(context.node_config["num-partitions"])
-        rnd = int(conf.get("server-round", 0))
+        conf, method, cfg, pid, rnd, data, model = _setup(msg, context)
         fault = parse_fault((faults or {}).get(pid) or context.node_config.get("fault"))
         active_fault = fault if (fault and fault[1] == rnd and conf["stage"] == "train") else None
-        data = client_data(cfg.dataset, cfg.data_dir, pid, nparts, cfg.dirichlet_alpha, cfg.test_fraction, cfg.seed)
-        if cfg.client_samples and len(data) > cfg.client_samples:
-            data = data.subset(np.arange(cfg.client_samples))
-        torch.manual_seed(cfg.seed * 7919 + pid * 104729 + rnd)
-        model = build_model(cfg.dataset, method, cfg)
         stage = str(conf["stage"])
         if stage == "bn-adapt":
             return _bn_adapt(msg, context, model, data, cfg)
@@ -126,7 +117,32 @@ def make_client_app(faults: dict[int, str] | None = None) -> ClientApp:
         metrics.update({"peak-rss-mb": _peak_rss_mb(), "local-seconds": time.perf_counter() - t0})
         return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=msg)
 
+    @app.evaluate()
+    def calibrate(msg: Message, context: Context) -> Message:
+        conf, method, cfg, pid, rnd, data, model = _setup(msg, context)
+        if method != "hidenseek" or str(conf.get("stage")) != "bn-calibrate":
+            raise ValueError(f"evaluate messages are only HideNseek's bn-calibrate stage, got {method}/{conf.get('stage')}")
+        return _bn_calibrate(msg, context, model, data)
+
     return app
+
+
+def _setup(msg: Message, context: Context):
+    """What every handler needs: config, method, partition, round, local data, a fresh model."""
+    threads = os.environ.get("PRUNEKIT_FED_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
+    conf = msg.content["config"]
+    method = str(conf["method"])
+    cfg = config_for(method, dict(conf))
+    pid = int(context.node_config["partition-id"])
+    nparts = int(context.node_config["num-partitions"])
+    rnd = int(conf.get("server-round", 0))
+    data = client_data(cfg.dataset, cfg.data_dir, pid, nparts, cfg.dirichlet_alpha, cfg.test_fraction, cfg.seed)
+    if cfg.client_samples and len(data) > cfg.client_samples:
+        data = data.subset(np.arange(cfg.client_samples))
+    torch.manual_seed(cfg.seed * 7919 + pid * 104729 + rnd)
+    return conf, method, cfg, pid, rnd, data, build_model(cfg.dataset, method, cfg)
 
 
 def _with_peak(metrics: dict, res) -> dict:
@@ -204,48 +220,78 @@ def _train_weights(msg, context, model, data, cfg, method, seed, hooks):
     return reply, _with_peak(metrics, res)
 
 
+def _hns_base(arrays, context, prunable) -> tuple[Mask, dict] | None:
+    """HideNseek's mask and frozen weights: from the message (first contact, then cached
+    in ``context.state``) or from the node's cache; None when neither has them."""
+    if any(k.startswith("base/") for k in arrays.keys()):
+        base_rec = _sub(arrays, "base/")
+        context.state["hns-base"] = ArrayRecord({f"base/{k}": base_rec[k] for k in base_rec})
+    elif "hns-base" in context.state:
+        base_rec = _sub(context.state["hns-base"], "base/")
+    else:
+        return None
+    mask = Mask({k: tp.unpack_mask(base_rec[f"m/{k}"].numpy(), int(np.prod(s)), f"base/m/{k}")
+                 for k, s in prunable.items()})
+    base, _ = tp.decode_state(base_rec, prunable, mask.groups, dense_names=())
+    return mask, base
+
+
+def _hns_global(arrays, model, mask, base, *, signed: bool = False) -> dict[str, torch.Tensor]:
+    """Load the global dense tensors into ``model`` with the frozen weights (times the
+    global signs if ``signed``: the global model itself); return the global signs."""
+    shapes = transport_shapes(model)
+    signs = tp.decode_signs(arrays, mask)
+    dense_names = tuple(k for k in shapes if k not in base)
+    dense, _ = tp.decode_state(arrays, shapes, None, dense_names=dense_names, allowed_extra=("s/", "base/"))
+    weights = {k: base[k] * signs[k].view_as(base[k]) for k in base} if signed else base
+    load_state(model, {**dense, **weights})
+    return signs
+
+
 def _train_hidenseek(msg, context, model, data, cfg, seed, hooks):
     arrays = msg.content["arrays"]
     shapes = transport_shapes(model)
     prunable = prunable_shapes(model)
-    if any(k.startswith("base/") for k in arrays.keys()):
-        base_rec = _sub(arrays, "base/")
-        mask = Mask({k: tp.unpack_mask(base_rec[f"m/{k}"].numpy(), int(np.prod(s)), f"base/m/{k}")
-                     for k, s in prunable.items()})
-        base, _ = tp.decode_state(base_rec, prunable, mask.groups, dense_names=())
-        context.state["hns-base"] = ArrayRecord({f"base/{k}": base_rec[k] for k in base_rec})
-        scores = {k: torch.full(s, cfg.score_init) for k, s in prunable.items()}
-    elif "hns-base" in context.state:
-        base_rec = _sub(context.state["hns-base"], "base/")
-        mask = Mask({k: tp.unpack_mask(base_rec[f"m/{k}"].numpy(), int(np.prod(s))) for k, s in prunable.items()})
-        base, _ = tp.decode_state(base_rec, prunable, mask.groups, dense_names=())
-        if "hns-scores" in context.state:
-            scores = {k: torch.from_numpy(v.numpy().copy()) for k, v in context.state["hns-scores"].items()}
-        else:
-            scores = {k: torch.full(s, cfg.score_init) for k, s in prunable.items()}
-    else:
+    fresh = any(k.startswith("base/") for k in arrays.keys())
+    got = _hns_base(arrays, context, prunable)
+    if got is None:
         return None, {}
-    signs = tp.decode_signs(arrays, mask)
+    mask, base = got
+    if not fresh and "hns-scores" in context.state:
+        scores = {k: torch.from_numpy(v.numpy().copy()) for k, v in context.state["hns-scores"].items()}
+    else:
+        scores = {k: torch.full(s, cfg.score_init) for k, s in prunable.items()}
+    signs = _hns_global(arrays, model, mask, base)
     # the global signs set each score's sign; the node keeps its own magnitudes (its
     # confidence so far: restarting them at score_init, always or where the node lost the
     # vote, converged slower in our MNIST runs; the paper does not say)
     for k in prunable:
         scores[k] = signs[k].view(prunable[k]) * scores[k].abs().clamp_min(1e-8)
-    dense_names = tuple(k for k in shapes if k not in prunable)
-    dense, _ = tp.decode_state(arrays, shapes, None, dense_names=dense_names, allowed_extra=("s/", "base/"))
-    load_state(model, {**dense, **{k: base[k] for k in prunable}})
     if hooks.get("crash"):
         raise RuntimeError("injected fault: client dropped out mid-round")
     res = train_signs(model, base, mask, scores, data, epochs=cfg.local_epochs, batch_size=cfg.batch_size,
                       lr=cfg.lr, score_lr=cfg.score_lr, momentum=cfg.momentum, seed=seed)
     context.state["hns-scores"] = ArrayRecord({k: Array(v.numpy()) for k, v in scores.items()})
     sd = model.state_dict()
+    dense_names = tuple(k for k in shapes if k not in prunable)
     reply = tp.encode_state({k: sd[k] for k in dense_names}, None)
     reply = tp.add_arrays(reply, tp.encode_signs({k: torch.sign(scores[k]) for k in prunable}, mask))
     dense_numel = sum(int(np.prod(shapes[k])) for k in dense_names)
     return reply, _with_peak({"num-examples": res.examples, "train-loss": res.loss,
                               "activation-bytes": res.activation_bytes,
                               "model-bytes": model_bytes(prunable, mask, dense_numel)}, res)
+
+
+def _bn_calibrate(msg, context, model, data):
+    """HideNseek BN re-estimation: the global model (voted signs, averaged biases and BN
+    affine) run forward over the node's data; reply its BN running mean/var (no training)."""
+    got = _hns_base(msg.content["arrays"], context, prunable_shapes(model))
+    if got is None:
+        return Message(RecordDict({"metrics": MetricRecord({"num-examples": 1, "needs-sync": 1})}), reply_to=msg)
+    _hns_global(msg.content["arrays"], model, *got, signed=True)
+    stats = bn_statistics(model, data)
+    return Message(RecordDict({"arrays": ArrayRecord({f"d/{k}": Array(v.numpy()) for k, v in stats.items()}),
+                               "metrics": MetricRecord({"num-examples": len(data)})}), reply_to=msg)
 
 
 def _bn_adapt(msg, context, model, data, cfg):

@@ -153,6 +153,9 @@ class HideNseekConfig(FedConfig):
     weight_scale: Literal["density", "none"] = option(
         "density", "frozen weights divided by sqrt(layer density) (edge-popup's scaled init) or kept as initialised")
     local_epochs: int = option(3, "local epochs per round (HideNseek learns signs only: 3 converge faster than 1)")
+    bn_calibration: bool = option(
+        True, "after each vote, clients re-estimate BN running statistics under the voted signs "
+              "(Flower evaluate phase; ours, not the paper's); off: average the clients' training statistics")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -15,7 +15,9 @@ All three subclass :class:`flwr.serverapp.strategy.FedAvg` and override
   node; afterwards 1 bit per kept weight each way. Aggregation choice: a
   sample-weighted **majority vote** of the clients' signs, sigma = sign(sum_i n_i
   sigma_i), a tie keeps the previous global sign (the paper does not fix this; see
-  METHODS.md 9.3). Biases and BN tensors are averaged densely.
+  METHODS.md 9.3). Biases and BN tensors are averaged densely. With
+  ``cfg.bn_calibration`` (ours) Flower's evaluate phase then asks the round's nodes for
+  BN running statistics of the voted model and pools them (mean and second moment).
 
 Every reply is validated (:func:`prunekit_federated.transport.decode_state`); a failed
 node (error reply, e.g. a client that crashed mid-round), a node that did not answer
@@ -41,7 +43,7 @@ from prunekit import Mask
 
 from . import transport as tp
 from .masks import apply_mask, prunable_shapes, prune_and_grow, regrow_schedule, swap_counts
-from .training import evaluate, frozen_weights
+from .training import bn_stat_names, evaluate, frozen_weights, pool_bn_statistics
 
 try:  # flwr is an optional extra; this module is only imported when it is installed
     from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -341,10 +343,13 @@ class SignSupermaskFedAvg(DenseFedAvg):
         self.signs = {k: torch.where(mask[k], 1.0, 0.0) for k in mask.groups}
         self.has_base: set[int] = set()
 
-    def downlink(self, node_id: int, server_round: int):
+    def global_record(self) -> ArrayRecord:
+        """Dense tensors (biases, BN) + one sign bit per kept weight."""
         dense = {k: v for k, v in self.state.items() if k not in self.mask.groups}
-        rec = tp.encode_state(dense, None)
-        extra = tp.encode_signs(self.signs, self.mask)
+        return tp.add_arrays(tp.encode_state(dense, None), tp.encode_signs(self.signs, self.mask))
+
+    def downlink(self, node_id: int, server_round: int):
+        rec, extra = self.global_record(), {}
         send_base = node_id not in self.has_base
         if send_base:
             base = tp.encode_state({k: self.base[k].view(self.shapes[k]) for k in self.mask.groups}, self.mask)
@@ -387,3 +392,68 @@ class SignSupermaskFedAvg(DenseFedAvg):
         for k in self.mask.groups:
             out[k] = (self.base[k] * self.signs[k]).view(self.shapes[k])
         return out
+
+    # --- BN re-estimation under the voted signs (Flower's evaluate phase) ----------------------
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid) -> Iterable[Message]:
+        """Ask this round's nodes for BN statistics of the voted model (``cfg.bn_calibration``).
+
+        Flower runs this after ``aggregate_train`` and before the server's ``evaluate_fn``;
+        the accuracy with the clients' averaged training statistics is kept as
+        ``accuracy_before_calibration`` for comparison."""
+        if not getattr(self.cfg, "bn_calibration", False):
+            return []
+        nodes = [n for n in self._sent.get(server_round, []) if n in self.has_base]
+        stats = self._round(server_round)
+        if self.test_data is not None:
+            stats["accuracy_before_calibration"] = evaluate(self.global_model(), self.test_data)[1]
+        cal = stats["bn_calibration"] = {"sent": nodes, "down_bytes": 0, "up_bytes": 0, "accepted": 0,
+                                         "failed": [], "rejected": []}
+        conf = ConfigRecord({**self.train_config(server_round), "stage": "bn-calibrate"})
+        msgs = []
+        for node in nodes:
+            content = RecordDict({"arrays": self.global_record(), "config": conf})
+            cal["down_bytes"] += tp.record_bytes(content)
+            msgs.append(Message(content=content, message_type=MessageType.EVALUATE, dst_node_id=node))
+        stats["down_bytes"] += cal["down_bytes"]
+        return msgs
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Pool the nodes' BN statistics (:func:`~.training.pool_bn_statistics`) into the global model."""
+        stats = self._round(server_round)
+        cal = stats.get("bn_calibration")
+        if cal is None:
+            return None
+        shapes = {k: self.shapes[k] for k in bn_stat_names(self.model)}
+        parts, seen = [], set()
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            seen.add(node)
+            if msg.has_error():
+                cal["failed"].append(node)
+                log(WARNING, "round %d: node %d failed BN calibration", server_round, node)
+                continue
+            size = tp.record_bytes(msg.content)
+            cal["up_bytes"] += size
+            stats["up_bytes"] += size
+            try:
+                n = self._weight(msg.content)
+                if float(msg.content["metrics"].get("needs-sync", 0)) > 0:
+                    self.on_needs_sync(node)
+                    continue
+                if not isinstance(msg.content.get("arrays"), ArrayRecord):
+                    raise tp.MalformedUpdate("no ArrayRecord 'arrays' in the reply")
+                got, _ = tp.decode_state(msg.content["arrays"], shapes, None)
+                if any(bool((v < 0).any()) for k, v in got.items() if k.endswith("running_var")):
+                    raise tp.MalformedUpdate("negative BN variance")
+            except tp.MalformedUpdate as e:
+                cal["rejected"].append(node)
+                self._reject(server_round, node, f"bn-calibrate: {e}")
+                continue
+            parts.append((n, got))
+        cal["timed_out"] = [n for n in cal["sent"] if n not in seen]
+        cal["accepted"] = len(parts)
+        if not parts:
+            log(WARNING, "round %d: no BN statistics came back; the averaged training statistics stay", server_round)
+            return None
+        self.state.update(pool_bn_statistics(parts))
+        return MetricRecord({"bn-calibrated-nodes": len(parts)})

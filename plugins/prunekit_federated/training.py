@@ -150,34 +150,79 @@ def bn_state_names(model: torch.nn.Module) -> list[str]:
     return names
 
 
+@contextlib.contextmanager
+def cumulative_bn(model: torch.nn.Module):
+    """BN running statistics reset and re-estimated as a plain average over the batches
+    seen inside the block (``momentum=None``); momentum 0.1 again afterwards."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for mod in bns:
+        mod.reset_running_stats()
+        mod.momentum = None
+    try:
+        yield bns
+    finally:
+        for mod in bns:
+            mod.momentum = 0.1
+
+
 def adapt_bn(model: torch.nn.Module, data, *, steps: int, batch_size: int, lr: float, seed: int) -> float:
     """FedTiny adaptive-BN step on one candidate: reset BN statistics, then ``steps`` SGD
     steps on the BN affine parameters only (other weights frozen) in train mode, which
     also re-estimates the running statistics. Returns the mean loss."""
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-            mod.reset_running_stats()
-            mod.momentum = None  # cumulative average over the adaptation batches
     model.train()
     params = bn_parameters(model)
     opt = torch.optim.SGD(params, lr=lr) if params else None
     losses = []
     step = 0
-    while step < max(steps, 1):
-        for idx in batches(len(data), batch_size, seed + step):
-            loss = F.cross_entropy(model(data.x[idx]), data.y[idx])
-            if opt is not None and steps > 0:
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            losses.append(float(loss.detach()))
-            step += 1
-            if step >= max(steps, 1):
-                break
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-            mod.momentum = 0.1
+    with cumulative_bn(model):
+        while step < max(steps, 1):
+            for idx in batches(len(data), batch_size, seed + step):
+                loss = F.cross_entropy(model(data.x[idx]), data.y[idx])
+                if opt is not None and steps > 0:
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                losses.append(float(loss.detach()))
+                step += 1
+                if step >= max(steps, 1):
+                    break
     return sum(losses) / max(len(losses), 1)
+
+
+def bn_stat_names(model: torch.nn.Module) -> list[str]:
+    """``<bn>.running_mean`` / ``<bn>.running_var`` of every BN layer."""
+    return [k for k in bn_state_names(model) if k.endswith(("running_mean", "running_var"))]
+
+
+@torch.no_grad()
+def bn_statistics(model: torch.nn.Module, data, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """BN running statistics of ``model`` re-estimated on ``data`` (forward passes only,
+    train-mode BN, plain average of the per-batch mean and unbiased variance, as
+    :func:`torch.optim.swa_utils.update_bn`). Weights and BN affine are untouched."""
+    model.train()
+    with cumulative_bn(model):
+        for i in range(0, len(data), batch_size):
+            model(data.x[i:i + batch_size])
+    sd = model.state_dict()
+    return {k: sd[k].detach().clone() for k in bn_stat_names(model)}
+
+
+def pool_bn_statistics(parts: list[tuple[float, Mapping[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:
+    """Pool per-client BN statistics into those of the union of their data:
+    mu = sum_i n_i mu_i / N, var = sum_i n_i (var_i + mu_i^2) / N - mu^2 (clamped at 0),
+    so the spread of the clients' means counts towards the variance (a plain mean of
+    the clients' variances would miss it under non-IID data)."""
+    total = sum(n for n, _ in parts)
+    out = {}
+    for k in parts[0][1]:
+        if k.endswith("running_mean"):
+            out[k] = sum(n * s[k] for n, s in parts) / total
+    for k in parts[0][1]:
+        if k.endswith("running_var"):
+            mk = k[: -len("var")] + "mean"
+            second = sum(n * (s[k] + s[mk] ** 2) for n, s in parts) / total
+            out[k] = (second - out[mk] ** 2).clamp_min(0.0)
+    return out
 
 
 @torch.no_grad()

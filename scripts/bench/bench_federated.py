@@ -106,7 +106,14 @@ def summarise(s: dict, window: int) -> dict:
     up_pc = [h["up_bytes"] / max(h["accepted"], 1) for h in hist]
     down_pc = [h["down_bytes"] / max(h["sent"], 1) for h in hist]
     round0 = s["history"][0]
-    return {
+    extra = {}
+    if all("accuracy_before_calibration" in h for h in hist):  # HideNseek with BN re-estimation
+        before = [h["accuracy_before_calibration"] for h in hist]
+        extra = {"final_accuracy_before_calibration": sum(before[-window:]) / len(before[-window:]),
+                 "accuracy_before_calibration_per_round": before,
+                 "bn_calibration_bytes": {d: sum(h["bn_calibration"][f"{d}_bytes"] for h in hist)
+                                          for d in ("up", "down")}}
+    return {**extra,
         "final_accuracy": sum(accs[-window:]) / len(accs[-window:]),
         "last_accuracy": accs[-1], "best_accuracy": max(accs),
         "accuracy_per_round": [round0.get("accuracy")] + accs,

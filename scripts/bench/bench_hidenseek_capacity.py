@@ -6,16 +6,23 @@ density (100 iterations) and scaled like the federated runs
 the pooled client data of the federated benchmark (the MNIST pool minus the server
 hold-out) with the HideNseek client step
 (:func:`prunekit_federated.training.train_signs`), evaluated on the server hold-out
-after every epoch. This separates what the sign-only model can reach at this width from
-what the federation (majority vote over non-IID clients) loses.
+after every epoch, once with the BN running statistics collected during training and once
+with them re-estimated on the training pool under the current signs
+(:func:`prunekit_federated.training.bn_statistics`, what ``--bn-calibration`` does in the
+federation). ``--decay cos`` anneals both learning rates per epoch,
+lr_e = lr (1 + cos(pi e / E)) / 2. This separates what the sign-only model can reach at
+this width from what the federation (majority vote over non-IID clients) loses.
 
     .venv/bin/python scripts/bench/bench_hidenseek_capacity.py --densities 0.1,1.0 --epochs 4
+    .venv/bin/python scripts/bench/bench_hidenseek_capacity.py --densities 0.1 --epochs 15 --decay cos \
+        --out bench-out/federated_hidenseek_capacity_long.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -30,7 +37,7 @@ def run(density: float, a) -> dict:
     from prunekit_federated.masks import prunable_shapes
     from prunekit_federated.models import SmallCNN
     from prunekit_federated.synflow import synflow_mask
-    from prunekit_federated.training import evaluate, frozen_weights, signed_weights, train_signs
+    from prunekit_federated.training import bn_statistics, evaluate, frozen_weights, signed_weights, train_signs
 
     torch.manual_seed(a.seed)
     model = SmallCNN(28, channels=(16 * a.width, 32 * a.width), hidden=64 * a.width)
@@ -43,18 +50,24 @@ def run(density: float, a) -> dict:
     pool, test = holdout_split(ds.y.numpy(), 0.2, a.seed)
     train, test = ds.subset(pool), ds.subset(test)
     scores = {k: torch.full(s, a.score_init) for k, s in shapes.items()}
-    accs = []
+    accs, recal = [], []
     t0 = time.perf_counter()
     for ep in range(a.epochs):
-        train_signs(model, base, mask, scores, train, epochs=1, batch_size=32, lr=0.05, score_lr=a.score_lr,
+        f = 0.5 * (1 + math.cos(math.pi * ep / a.epochs)) if a.decay == "cos" else 1.0
+        train_signs(model, base, mask, scores, train, epochs=1, batch_size=32, lr=0.05 * f, score_lr=a.score_lr * f,
                     momentum=0.9, seed=ep)
         with torch.no_grad():
             for k, w in signed_weights(base, mask, scores).items():
                 named[k].copy_(w)
             accs.append(evaluate(model, test)[1])
+            kept = {k: v.clone() for k, v in model.state_dict().items() if k.endswith(("running_mean", "running_var"))}
+            model.load_state_dict(bn_statistics(model, train), strict=False)
+            recal.append(evaluate(model, test)[1])
+            model.load_state_dict(kept, strict=False)  # training goes on with its own statistics
             for k in shapes:
                 named[k].copy_(base[k])
-    return {"density": mask.kept_fraction, "accuracy_per_epoch": accs, "seconds": time.perf_counter() - t0}
+    return {"density": mask.kept_fraction, "accuracy_per_epoch": accs, "accuracy_bn_recalibrated_per_epoch": recal,
+            "seconds": time.perf_counter() - t0}
 
 
 def main(argv=None) -> int:
@@ -68,6 +81,7 @@ def main(argv=None) -> int:
     p.add_argument("--score-lr", type=float, default=HideNseekConfig.score_lr)
     p.add_argument("--weight-scale", default="density", choices=("density", "none"))
     p.add_argument("--score-init", type=float, default=0.02)
+    p.add_argument("--decay", default="none", choices=("none", "cos"), help="per-epoch cosine decay of both lrs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(ROOT / "bench-out" / "federated_hidenseek_capacity.json"))

@@ -58,3 +58,12 @@ def test_bytes_counted_per_round(sim):
         h = sim[key]["history"][2]
         assert 0 < h["up_bytes"] / h["accepted"] < 0.35 * dense["up_bytes"] / dense["accepted"], key
         assert 0 < h["down_bytes"] < dense["down_bytes"], key
+
+
+def test_hidenseek_bn_statistics_re_estimated_through_the_runtime(sim):
+    sim, _ = sim
+    h = sim["3:hidenseek"]["history"]
+    # round 1: the node whose update was rejected holds no frozen weights yet, so 3 nodes are
+    # asked; round 2: all 4 (the node that died mid-training still answers the evaluate phase)
+    assert [h[r]["bn_calibration"]["accepted"] for r in (1, 2)] == [3, 4]
+    assert all(h[r]["bn_calibration"]["up_bytes"] > 0 and "accuracy_before_calibration" in h[r] for r in (1, 2))

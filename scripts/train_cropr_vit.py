@@ -111,7 +111,8 @@ def stage_cls_backbone(args, spec: ModelSpec, out: Path):
     write_json(out / "metrics.json", {"test_accuracy": acc, "runs": runs, "spec": spec})
 
 
-def stage_cls_cropr(args, spec: ModelSpec, out: Path):
+def load_classifier(args):
+    """The cached ``--backbone`` classifier (seeded) and its :class:`ModelSpec`."""
     from transformers import ViTForImageClassification
 
     src = cache_dir() / args.backbone
@@ -119,7 +120,11 @@ def stage_cls_cropr(args, spec: ModelSpec, out: Path):
         raise UsageError(f"{src}: run the cls-backbone stage first")
     torch.manual_seed(args.seed)
     model = ViTForImageClassification.from_pretrained(src)
-    spec = ModelSpec.from_config(model.config)
+    return model, ModelSpec.from_config(model.config)
+
+
+def stage_cls_cropr(args, spec: ModelSpec, out: Path):
+    model, spec = load_classifier(args)
     task = ClassificationTask(10)
     cfg = CroprConfig(**schedule(args), aux_out=task.aux_out, num_queries=task.num_queries,
                       aux_weight=args.aux_weight, train_mode=args.mode, qk_proj=args.proj, v_proj=args.proj,
@@ -146,14 +151,8 @@ def stage_cls_cropr(args, spec: ModelSpec, out: Path):
 
 
 def stage_cls_finetune(args, spec: ModelSpec, out: Path):
-    from transformers import ViTForImageClassification
-
-    src = cache_dir() / args.backbone
-    if not (src / "config.json").exists():
-        raise UsageError(f"{src}: run the cls-backbone stage first")
-    torch.manual_seed(args.seed)
-    model = ViTForImageClassification.from_pretrained(src).train()
-    spec = ModelSpec.from_config(model.config)
+    model, spec = load_classifier(args)
+    model.train()
     fwd = lambda x: model(pixel_values=x).logits  # noqa: E731
     # stream 2: the canvases a cls-cropr run sees
     hist = fit(fwd, list(model.parameters()), ClassificationTask(10), None, "backbone", args, 2, lambda y, m: y,
@@ -169,16 +168,10 @@ def stage_cls_baseline_ft(args, spec: ModelSpec, out: Path):
     """cls-random-ft / cls-merge-ft: the classifier fine-tuned *with* random pruning or ToMe-style merging
     at the Cropr schedule, for the same epochs, learning rate and canvases as a joint cls-cropr run
     (the baselines' equal-training counterpart of joint Cropr)."""
-    from transformers import ViTForImageClassification
-
     from prunekit_tokens.attach import attach_merge, attach_random
 
-    src = cache_dir() / args.backbone
-    if not (src / "config.json").exists():
-        raise UsageError(f"{src}: run the cls-backbone stage first")
-    torch.manual_seed(args.seed)
-    model = ViTForImageClassification.from_pretrained(src).train()
-    spec = ModelSpec.from_config(model.config)
+    model, spec = load_classifier(args)
+    model.train()
     cfg = CroprConfig(**schedule(args))
     method = args.stage_name.split("-")[1]
     red = attach_random(model, config=cfg, seed=args.seed) if method == "random" else attach_merge(model, config=cfg)

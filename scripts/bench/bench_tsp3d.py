@@ -13,6 +13,11 @@ input voxels, so no setting reuses another's cached neighbour maps. Evaluation s
 generated rooms (seeds >= 1,000,000, never drawn in training) and the real ScanNet scan with
 generated expressions.
 
+``--sweep-val N`` first picks the TGP thresholds on N *validation* rooms (seeds >= 2,000,000,
+disjoint from training and from the held-out rooms): over a grid of (scene, target) thresholds
+the lowest-CPU-time pair whose Acc@0.25 (TGP, no CBA) is within ``--max-loss`` of the unpruned
+network's on those rooms; the held-out evaluation then uses it (the sweep goes into the JSON).
+
   nice -n 10 python scripts/bench/bench_tsp3d.py --rooms 30 --scan-limit 24
 """
 
@@ -107,6 +112,29 @@ def run(net, encoder, samples, voxel_size, thresholds, cba_threshold, timer: Sta
     return {"n": len(rows), "summary": summary, "rows": rows}
 
 
+def sweep(net, encoder, samples, voxel_size, grid, max_loss: float) -> dict:
+    """Validation sweep of (scene, target) TGP thresholds (TGP only); picks the fastest within ``max_loss``."""
+    rows = []
+    base = None
+    for th in [None, *grid]:
+        kw = dict(prune=False, cba=False) if th is None else dict(prune=True, cba=False, thresholds=th)
+        ious, cpu = [], 0.0
+        for s in samples:
+            tok, pad = encoder.encode([s.text])
+            with torch.no_grad():
+                c = time.process_time()
+                out = net(SparseVoxels(s.voxels.coords, s.voxels.feats, 1), tok[0], pad[0], voxel_size=voxel_size, **kw)
+                cpu += time.process_time() - c
+            ious.append(box_iou(out["box"].numpy(), s.target_box.numpy()))
+        row = {"thresholds": th, "acc@0.25": accuracy_at(ious, 0.25), "acc@0.5": accuracy_at(ious, 0.5),
+               "mean_cpu_seconds": cpu / len(samples)}
+        base = base or row
+        rows.append(row)
+    ok = [r for r in rows[1:] if r["acc@0.25"] >= base["acc@0.25"] - max_loss]
+    best = min(ok, key=lambda r: r["mean_cpu_seconds"]) if ok else None
+    return {"n": len(samples), "max_loss": max_loss, "rows": rows, "chosen": best and best["thresholds"]}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, default=Path(".cache/prunekit_voxel/tsp3d.safetensors"))
@@ -114,17 +142,30 @@ def main(argv=None) -> int:
     ap.add_argument("--scan-limit", type=int, default=24, help="ScanNet expressions used (every k-th of all)")
     ap.add_argument("--thresholds", type=float, nargs=2, default=(0.7, 0.3))
     ap.add_argument("--cba-threshold", type=float, default=0.15)
+    ap.add_argument("--cba-candidates", type=int, default=None, help="override the checkpoint's CBA candidate count")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--sweep-val", type=int, default=0, help="validation rooms for picking the thresholds (0: off)")
+    ap.add_argument("--max-loss", type=float, default=0.01, help="Acc@0.25 loss allowed by the sweep")
     ap.add_argument("--out", type=Path, default=Path("bench-out/tsp3d.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     net, vs, info = load_checkpoint(args.checkpoint)
     timer = StageTimer(net)
+    if args.cba_candidates is not None:
+        net.cba.max_candidates = net.cba.fusion.max_keys = args.cba_candidates
     encoder = TextEncoder()
+    val_sweep = None
+    if args.sweep_val > 0:
+        val = [s for s in (room_sample(2_000_000 + i, vs) for i in range(args.sweep_val)) if s is not None]
+        grid = [(a, b) for a in (0.7, 0.8, 0.9) for b in (0.3, 0.5, 0.7, 0.8, 0.9)]
+        val_sweep = sweep(net, encoder, val, vs, grid, args.max_loss)
+        print("validation sweep", json.dumps(val_sweep))
+        if val_sweep["chosen"] is not None:
+            args.thresholds = val_sweep["chosen"]
     rooms = [s for s in (room_sample(1_000_000 + i, vs) for i in range(args.rooms)) if s is not None]
     result = {"machine": machine_info(), "checkpoint": str(args.checkpoint), "train_info": info, "voxel_size": vs,
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "speedup_measure": "process CPU time ratio, one thread, settings back to back per sample",
+              "validation_sweep": val_sweep, "speedup_measure": "process CPU time ratio, one thread, settings back to back per sample",
               "rooms": run(net, encoder, rooms, vs, tuple(args.thresholds), args.cba_threshold, timer)}
     if args.scan_limit <= 0:
         result["scannet"] = "skipped: --scan-limit 0"

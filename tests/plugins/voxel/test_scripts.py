@@ -26,8 +26,15 @@ def test_train_then_bench(tmp_path):
     assert train["steps"] == 2 and ckpt.exists()
     out = tmp_path / "b.json"
     assert _script("scripts/bench/bench_tsp3d.py").main(
-        ["--checkpoint", str(ckpt), "--rooms", "1", "--scan-limit", "0", "--out", str(out)]) == 0
+        ["--checkpoint", str(ckpt), "--rooms", "1", "--scan-limit", "0", "--sweep-val", "1", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
+    sw = res["validation_sweep"]
+    assert len(sw["rows"]) == 16 and sw["rows"][0]["thresholds"] is None  # unpruned reference + 15 pairs
+    ok = [r["thresholds"] for r in sw["rows"][1:] if r["acc@0.25"] >= sw["rows"][0]["acc@0.25"] - sw["max_loss"]]
+    assert sw["chosen"] == (min((r for r in sw["rows"][1:] if r["thresholds"] in ok),
+                                key=lambda r: r["mean_cpu_seconds"])["thresholds"] if ok else None)
+    if sw["chosen"] is not None:
+        assert res["settings"]["thresholds"] == sw["chosen"]
     summary = res["rooms"]["summary"]
     assert set(summary) == {"full", "tgp", "tgp+cba"} and res["rooms"]["n"] == 1
     full = summary["full"]["mean_counts"]

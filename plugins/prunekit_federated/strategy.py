@@ -451,6 +451,8 @@ class SignSupermaskFedAvg(DenseFedAvg):
                 continue
             parts.append((n, got))
         cal["timed_out"] = [n for n in cal["sent"] if n not in seen]
+        for node in cal["timed_out"]:
+            log(WARNING, "round %d: node %d sent no BN statistics before the timeout", server_round, node)
         cal["accepted"] = len(parts)
         if not parts:
             log(WARNING, "round %d: no BN statistics came back; the averaged training statistics stay", server_round)

@@ -20,6 +20,11 @@ denoiser, in one run on one machine:
 - the same quality after a short recovery fine-tune (noise loss + output distillation
   from the unpruned model, ``--ft-steps`` steps) for every pruned variant, and the same
   fine-tune applied to the unpruned model itself (control: what the extra steps alone do);
+  ``--ft-modes distill,denoise,mixed`` gives every variant each recovery recipe
+  (``recovery.RECOVERY_MODES``; ``finetune_by_mode`` and ``summary_by_mode`` in the JSON);
+- optional variants: ``--ld-variants`` (rounds, ``m`` score per MAC, ``b`` one operator kept per
+  block), ``--random-block-seeds`` (the random baseline under the same per-block floor), and
+  ``--score-check`` (one-shot scores again with another calibration: rank correlation, removed set);
 - a ``summary`` per model with the issue-6 targets evaluated (see :func:`summarize`).
 
 Writes ``bench-out/ldpruner.json`` (with ``machine_info()``). ``--combine A.json B.json``

@@ -28,7 +28,7 @@ from prunekit.errors import InputError, UsageError
 from . import api
 from .operators import candidates, discover_operators, total_macs
 from .sampling import Calibration, sample_latents
-from .scoring import GROUP, latent_distance, ld_pruner_scores, random_scores, removable
+from .scoring import GROUP, latent_distance, ld_pruner_scores, random_scores, removable, select_operators
 from .serialization import MANIFEST, load_pruned, save_model, save_pipeline
 from .bypass import remove_operators, removal_history
 
@@ -43,6 +43,8 @@ class DiffusionOptions:
     guidance_scale: float = option(1.0, "classifier-free guidance scale of the calibration passes")
     batch_size: int = option(16, "samples per denoiser call")
     progress: bool = option(True, "show a progress bar over the scoring passes")
+    keep_per_block: int = option(0, "keep at least this many operators in every denoiser block, so no resolution "
+                                    "level is emptied (our constraint, not the paper's; 0: off)")
 
 
 @dataclass
@@ -165,8 +167,11 @@ class DiffusersTarget:
         return DiffusionContext(calib, discover_operators(obj.model, example), total_macs(obj.model, example),
                                 options.progress)
 
-    def apply(self, obj: DiffusersBundle, mask, context: DiffusionContext, options, report) -> DiffusersBundle:
+    def apply(self, obj: DiffusersBundle, mask, context: DiffusionContext, options, report,
+              scores=None, budget=None) -> DiffusersBundle:
         units = removable(context.operators)
+        if options.keep_per_block:  # re-select with one group per block and a floor (scoring.select_operators)
+            mask = select_operators(scores, units, budget, options.keep_per_block)
         keep = mask[GROUP].tolist()
         drop = [op for op, k in zip(units, keep) if not k]
         records = remove_operators(obj.model, drop)

@@ -157,3 +157,33 @@ def test_text_pipeline_with_prompt_file(saved, tmp_path):
     # a text pipeline without prompts is a usage error, not a crash
     r = cli("prune", saved / "sd", "-m", "ld-pruner", "--keep", "0.7", "-o", tmp_path / "x", *FAST)
     assert r.exit_code == 2 and "prompts" in r.output
+
+
+def test_keep_per_block_from_the_command_line(saved, tmp_path):
+    """``--keep-per-block 1``: every denoiser block keeps an operator where the plain selection
+    (same random scores, same budget) empties some; floors over the budget are a usage error."""
+    from diffusers import UNet2DModel
+
+    from prunekit_diffusion import load_pruned
+    from prunekit_diffusion.operators import discover_operators
+    from prunekit_diffusion.sampling import Calibration
+    from prunekit_diffusion.scoring import block_of, removable
+
+    base = UNet2DModel.from_pretrained(saved / "unet")
+    ex = Calibration(n=1, cond={"class_labels": torch.zeros(1, dtype=torch.long)}).example(base)
+    all_blocks = {block_of(op) for op in removable(discover_operators(base, ex))}
+    kept, reps = {}, {}
+    for floor in ("0", "1"):
+        out = tmp_path / f"f{floor}"
+        r = cli("prune", saved / "unet", "-m", "random-operator", "--keep-macs", "0.7", "--random-seed", "1",
+                "--keep-per-block", floor, "-o", out, "--json", *FAST)
+        assert r.exit_code == 0, r.output
+        reps[floor] = json.loads(r.stdout)
+        kept[floor] = {block_of(op) for op in removable(discover_operators(load_pruned(out), ex))}
+    assert kept["0"] < all_blocks  # without the floor this budget and seed empty a block
+    assert kept["1"] == all_blocks
+    assert reps["1"]["after"]["macs"] <= 0.7 * reps["1"]["before"]["macs"]
+    r = cli("prune", saved / "unet", "-m", "ld-pruner", "--keep-macs", "0.5", "--keep-per-block", "1",
+            "-o", tmp_path / "tight", *FAST)
+    assert r.exit_code == 2 and "per block already costs" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "tight").exists()

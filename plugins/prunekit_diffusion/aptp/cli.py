@@ -1,7 +1,8 @@
-"""``prunekit aptp train|export|info`` (typer), mounted by the core CLI from the ``aptp`` plugin.
+"""``prunekit aptp train|finetune|export|info`` (typer), mounted by the core CLI from the ``aptp`` plugin.
 
     prunekit aptp train UNET_DIR --data DATA.npz -o CKPT_DIR [--codes 4 --keep-macs 0.6 --steps 300]
-    prunekit aptp export CKPT_DIR --unet UNET_DIR -o BUNDLE_DIR
+    prunekit aptp finetune CKPT_DIR --unet UNET_DIR --data DATA.npz -o BUNDLE_DIR [--steps 600 --alpha 1]
+    prunekit aptp export CKPT_DIR --unet UNET_DIR -o BUNDLE_DIR          # no fine-tune
     prunekit aptp info BUNDLE_DIR
 
 ``DATA.npz``: ``images`` (N, C, H, W) in [-1, 1] and ``prompts`` (N strings); optional
@@ -143,6 +144,46 @@ def export(
         for c in load_bundle(out).manifest["codes"]:
             typer.echo(f"code {c['index']}: MACs {c['mac_ratio']:.3f}, params {c['params']}, "
                        f"removed blocks {len(c['spec']['removed'])}")
+    except PrunekitError as e:
+        _fail(e)
+
+
+@app.command()
+def finetune(
+    ckpt: Path = typer.Argument(..., help="router checkpoint folder (from 'train')"),
+    unet_dir: Path = typer.Option(..., "--unet", help="the base UNet folder the router was trained on (the teacher)"),
+    data: Path = typer.Option(..., "--data", help="npz with images and prompts (see module help)"),
+    out: Path = typer.Option(..., "-o", "--out", help="bundle folder (must not exist or be empty)"),
+    steps: int = typer.Option(600, "--steps"),
+    batch: int = typer.Option(32, "--batch"),
+    lr: float = typer.Option(2e-4, "--lr"),
+    alpha: float = typer.Option(1.0, "--alpha", help="weight of the distillation term against the unpruned UNet"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Fine-tune the shared UNet under each prompt's routed code, then slice and write the experts."""
+    try:
+        import copy
+
+        if steps < 1 or batch < 1 or lr <= 0 or alpha < 0:
+            raise UsageError("--steps, --batch and --lr must be positive and --alpha non-negative")
+        if out.exists() and any(out.iterdir()):
+            raise InputError(f"{out}: exists and is not empty")
+        from .bundle import export_experts, load_bundle
+        from .finetune import finetune_shared
+
+        teacher = _load_unet(unet_dir)
+        b = load_bundle(ckpt, teacher)
+        d = _load_data(data, teacher)
+        shared = copy.deepcopy(teacher)
+        log = finetune_shared(shared, b.router, teacher, _noise_scheduler(unet_dir), d["images"],
+                              {"encoder_hidden_states": d["encoder_hidden_states"]}, d["prompt_emb"], steps=steps,
+                              batch_size=batch, lr=lr, alpha=alpha, seed=seed, log_every=max(1, steps // 10))
+        for r in log:
+            typer.echo(f"step {r['step']}/{steps} task {r['task']:.4f} distill {r['distill']:.4f}", err=True)
+        info = {k: b.manifest[k] for k in ("config", "step") if k in b.manifest}
+        info["finetune"] = {"steps": steps, "batch": batch, "lr": lr, "alpha": alpha, "seed": seed, "data": str(data)}
+        export_experts(out, b.router, b.macs, shared, info)
+        typer.echo(str(out))
     except PrunekitError as e:
         _fail(e)
 

@@ -272,6 +272,19 @@ def test_cli_train_export_info_and_errors(tmp_path):
     assert r.stdout.count("code ") == 2 and len(load_bundle(tmp_path / "bundle").experts) == 2
     r = run("info", tmp_path / "bundle")
     assert r.exit_code == 0 and len(json.loads(r.stdout)["codes"]) == 2
+    # finetune: the shared UNet is trained under the routed codes, then the experts are sliced from it
+    r = run("finetune", tmp_path / "ck", "--unet", tmp_path / "unet", "--data", tmp_path / "d.npz",
+            "-o", tmp_path / "ft", "--steps", "3", "--batch", "4", "--lr", "1e-2")
+    assert r.exit_code == 0, r.output
+    plain, tuned = load_bundle(tmp_path / "bundle"), load_bundle(tmp_path / "ft")
+    assert tuned.manifest["finetune"]["steps"] == 3 and len(tuned.experts) == 2
+    assert [c["mac_ratio"] for c in tuned.manifest["codes"]] == [c["mac_ratio"] for c in plain.manifest["codes"]]
+    moved = [max((a - b).abs().max().item() for a, b in zip(e.state_dict().values(), f.state_dict().values()))
+             for e, f in zip(plain.experts, tuned.experts)]
+    assert max(moved) > 0
+    r = run("finetune", tmp_path / "ck", "--unet", tmp_path / "unet", "--data", tmp_path / "d.npz",
+            "-o", tmp_path / "ft", "--steps", "3")
+    assert r.exit_code == 1 and "not empty" in r.output
     r = run("info", tmp_path / "unet")
     assert r.exit_code == 1 and r.output.strip().count("\n") == 0 and "not an APTP bundle" in r.output
     r = run("train", tmp_path / "unet", "--data", tmp_path / "d.npz", "-o", tmp_path / "x", "--keep-macs", "1.5")

@@ -68,6 +68,16 @@ def cell_predicate(kept: torch.Tensor, res: int):
     return lambda x: kept[cell_index(x, res)]
 
 
+def dilate_cells(kept: torch.Tensor, res: int, radius: int = 1) -> torch.Tensor:
+    """Flat G^3 mask grown by ``radius`` cells: a cell is kept when any cell within Chebyshev distance
+    ``radius`` (its 26-neighbourhood for radius 1) is kept (a 3-D max filter; ours, not the paper's)."""
+    if radius <= 0:
+        return kept.clone()
+    k = kept.reshape(1, 1, res, res, res).float()
+    grown = torch.nn.functional.max_pool3d(k, 2 * radius + 1, stride=1, padding=radius)
+    return grown.reshape(-1) > 0
+
+
 class GlobalAdam(torch.optim.Optimizer):
     """Adam with one second moment per tensor (the mean of g^2) instead of one per element.
 

@@ -6,6 +6,7 @@ Adam (eps 1e-15, as Instant-NGP). HollowNeRF gates are straight-through hard gat
 sample is evaluated (so a pruned cell still gets the gradient that can reopen it) until ``freeze_from`` *
 steps, after which the saliency grid is frozen and samples in pruned cells are skipped (exact: their
 density is 0 in the forward pass), which is how the model renders after compaction.
+``dilate`` > 0 (ours, not the paper's) grows the frozen mask by that many cells (:func:`dilate_mask`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class TrainConfig:
     budget_start: float = 0.1  # fraction of steps: the saliency target ramps from 1 here ...
     budget_end: float = 0.6  # ... to saliency_target here (cubic schedule)
     freeze_from: float = 0.8  # fraction of steps
+    dilate: int = 0  # ours: at the freeze, also keep cells within this many cells of a kept one
     init_logit: float = 0.5
     occ_res: int = 64
     background: tuple[float, float, float] | None = (1.0, 1.0, 1.0)  # None: learned
@@ -81,6 +83,19 @@ def enforce_budget(saliency, target: float) -> int:
     with torch.no_grad():
         saliency.logits[cut] = -1e-3  # just below the threshold: the gate reads 0
     return int(cut.sum())
+
+
+def dilate_mask(saliency, radius: int) -> int:
+    """Our margin (not in the paper): after the budget projection, reopen the cells within ``radius`` of a
+    kept cell (:func:`saliency.dilate_cells`), so weakly supervised neighbours of the surface (grazing views)
+    are not cut; the kept fraction then exceeds C. Returns the number of cells reopened."""
+    from .saliency import dilate_cells
+
+    kept = saliency.kept()
+    add = dilate_cells(kept, saliency.res, radius) & ~kept
+    with torch.no_grad():
+        saliency.logits[add] = 1e-3  # just above the threshold: the gate reads 1
+    return int(add.sum())
 
 
 def build_field(cfg: TrainConfig) -> HollowField:
@@ -125,6 +140,8 @@ def train(views: Views, cfg: TrainConfig, progress=None) -> Trained:
             if fld.saliency.logits.requires_grad:
                 fld.saliency.logits.requires_grad_(False)
                 enforce_budget(fld.saliency, cfg.saliency_target)
+                if cfg.dilate:
+                    dilate_mask(fld.saliency, cfg.dilate)
             keep = fld.saliency.keep_fn()
         out = render_rays(fld, ro[idx], rd[idx], cfg.samples, perturb=True, hard=True, keep=keep, generator=g)
         loss = torch.mean((out.rgb - rgb[idx]) ** 2)

@@ -47,6 +47,10 @@ def main(argv=None) -> int:
     ap.add_argument("--fractions", default="0.3,0.55,0.8", help="table fractions of the hollow runs")
     ap.add_argument("--target", type=float, default=0.1, help="saliency budget C (fraction of cells kept)")
     ap.add_argument("--saliency-res", type=int, default=32)
+    ap.add_argument("--budget-end", type=float, default=0.6, help="fraction of steps where the budget reaches C")
+    ap.add_argument("--freeze-from", type=float, default=0.8, help="fraction of steps where the mask is frozen")
+    ap.add_argument("--dilate", type=int, default=0, help="ours: grow the frozen saliency mask by this many cells")
+    ap.add_argument("--seed", type=int, default=0, help="training seed (views and held-out split are fixed)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default="", help="comma list of run names to do (default all)")
     ap.add_argument("--resume", action="store_true", help="keep the runs already in the output file, do the rest")
@@ -69,7 +73,8 @@ def main(argv=None) -> int:
     T = 2**a.log2_table
     grid = dict(num_levels=a.levels, min_res=16, max_res=a.max_res, features_per_level=2)
     base = dict(steps=a.steps, batch_rays=a.batch_rays, samples=a.samples, saliency_res=a.saliency_res,
-                saliency_target=a.target, threads=a.threads,
+                saliency_target=a.target, budget_end=a.budget_end, freeze_from=a.freeze_from,
+                dilate=a.dilate, seed=a.seed, threads=a.threads,
                 background=(1.0, 1.0, 1.0) if a.scene == "synthetic" else None)
     out = {"benchmark": "hollownerf", "machine": machine_info(), "commands": [" ".join(sys.argv)],
            "inputs": {"scene": a.scene, "train_views": len(tr), "heldout_views": len(te),
@@ -79,6 +84,8 @@ def main(argv=None) -> int:
     if a.resume and Path(a.output).exists():
         prev = json.loads(Path(a.output).read_text())
         free = {"only", "resume", "fractions", "threads"}
+        old = {"budget_end": 0.6, "freeze_from": 0.8, "seed": 0, "dilate": 0}  # files from before these options
+        prev["inputs"] = {**old, **prev.get("inputs", {})}
         differ = [k for k, v in out["inputs"].items() if k not in free and prev.get("inputs", {}).get(k) != v]
         if differ:
             print(f"error: {a.output} was made with other inputs ({', '.join(differ)}); cannot resume", file=sys.stderr)

@@ -51,3 +51,23 @@ def test_cell_mask_matches_grid_interface():
     cm = CellMask(kept, 3)
     x = torch.tensor([[0.5, 0.5, 0.5], [0.1, 0.5, 0.5]])
     assert cm(x).tolist() == [1.0, 0.0] and cm.keep_fn()(x).tolist() == [True, False]
+
+
+def test_dilation_adds_exactly_the_neighbours_and_training_keeps_them():
+    from prunekit_hashgrid.saliency import dilate_cells
+    from prunekit_hashgrid.train import dilate_mask
+
+    res = 5
+    kept = torch.zeros(res**3, dtype=torch.bool)
+    kept[cell_index(torch.tensor([[0.5, 0.5, 0.5], [0.0, 0.0, 0.0]]), res)] = True  # centre and a corner cell
+    grown = dilate_cells(kept, res, 1).reshape(res, res, res)
+    expect = torch.zeros(res, res, res, dtype=torch.bool)
+    expect[1:4, 1:4, 1:4] = True  # 27 around the centre
+    expect[0:2, 0:2, 0:2] = True  # 8 at the corner (clipped by the border)
+    assert torch.equal(grown, expect)
+    assert torch.equal(dilate_cells(kept, res, 0), kept)
+    grid = SaliencyGrid(res=res, init_logit=0.0, init_spread=0.0)
+    with torch.no_grad():
+        grid.logits[:] = torch.where(kept, 1.0, -1.0)
+    assert dilate_mask(grid, 1) == int(expect.sum()) - 2
+    assert torch.equal(grid.kept().reshape(res, res, res), expect)

@@ -54,8 +54,12 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default="", help="comma list of run names to do (default all)")
     ap.add_argument("--resume", action="store_true", help="keep the runs already in the output file, do the rest")
+    ap.add_argument("--combine", nargs="+", metavar="JSON",
+                    help="no training: mean and spread over these result files (e.g. one per --seed) -> --output")
     ap.add_argument("-o", "--output", default=str(ROOT / "bench-out" / "hollownerf.json"))
     a = ap.parse_args(argv)
+    if a.combine:
+        return _combine(a.combine, a.output)
 
     from prunekit import atomic_write_text
     from prunekit.report import machine_info
@@ -128,6 +132,35 @@ def main(argv=None) -> int:
             matched = max(1, round(h["sizes"]["hash_params"] / (a.levels * 2)))
             if want(f"dense-matched@{f:g}"):
                 run(f"dense-matched@{f:g}", "dense", matched)
+    return 0
+
+
+def _combine(paths: list[str], output: str) -> int:
+    """Per run name: PSNR of every file, mean, min, max; the summary figures and targets recomputed on the means."""
+    from prunekit import atomic_write_text
+    from prunekit.report import machine_info
+
+    files = [json.loads(Path(p).read_text()) for p in paths]
+    names = [n for n in files[0]["runs"] if all(n in f["runs"] for f in files)]
+    runs = {}
+    for n in names:
+        ps = [f["runs"][n]["psnr"] for f in files]
+        first = files[0]["runs"][n]
+        runs[n] = {"psnr": sum(ps) / len(ps), "psnr_each": ps, "psnr_min": min(ps), "psnr_max": max(ps),
+                   "seeds": [f["inputs"].get("seed", 0) for f in files],
+                   **{k: first[k] for k in ("sizes", "render_seconds", "field_queries", "mode", "table_size")}}
+        if n.startswith("hollow@"):
+            m = n.replace("hollow@", "dense-matched@")
+            if m in names:
+                runs[n]["gain_over_dense_matched_each"] = [f["runs"][n]["psnr"] - f["runs"][m]["psnr"] for f in files]
+        if n != "dense" and "dense" in names:
+            runs[n]["minus_dense_each"] = [f["runs"][n]["psnr"] - f["runs"]["dense"]["psnr"] for f in files]
+    out = {"benchmark": "hollownerf (combined)", "machine": machine_info(), "files": list(paths),
+           "inputs": files[0]["inputs"], "runs": runs}
+    _summarise(out)
+    atomic_write_text(output, json.dumps(out, indent=2, default=float) + "\n")
+    for n, r in runs.items():
+        print(f"{n:22s} mean psnr {r['psnr']:6.2f}  each {' '.join(f'{p:.2f}' for p in r['psnr_each'])}")
     return 0
 
 

@@ -25,6 +25,7 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=48)
     ap.add_argument("--target", type=float, default=0.1, help="HollowNeRF: fraction of saliency cells kept")
     ap.add_argument("--saliency-res", type=int, default=32)
+    ap.add_argument("--dilate", type=int, default=0, help="HollowNeRF, ours: grow the frozen mask by this many cells")
     ap.add_argument("--levels", type=int, default=8)
     ap.add_argument("--max-res", type=int, default=256)
     ap.add_argument("--log2-table", type=int, default=14)
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
                 features_per_level=2, table_size=a.table_size)
     try:
         cfg = TrainConfig(mode=a.mode, steps=a.steps, batch_rays=a.batch_rays, samples=a.samples, grid=grid,
-                          saliency_res=a.saliency_res, saliency_target=a.target, seed=a.seed, threads=a.threads,
+                          saliency_res=a.saliency_res, saliency_target=a.target, dilate=a.dilate, seed=a.seed, threads=a.threads,
                           background=(1.0, 1.0, 1.0) if a.scene == "synthetic" else None)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

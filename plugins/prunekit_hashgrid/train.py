@@ -54,6 +54,8 @@ class TrainConfig:
             raise ValueError(f"mode must be dense, hollow or occgrid, got {self.mode!r}")
         if self.steps < 1 or self.batch_rays < 1 or self.samples < 1:
             raise ValueError("steps, batch_rays and samples must be >= 1")
+        if self.dilate < 0:
+            raise ValueError(f"dilate must be >= 0 cells, got {self.dilate}")
 
 
 @dataclass

@@ -62,11 +62,12 @@ def fit(forward, params, task, reducer, mode, args, stream, target_of, label):
     steps_per_epoch = math.ceil(args.n_train / args.batch_size)
     sched = cosine_lr(opt, args.epochs * steps_per_epoch, warmup=min(args.warmup, steps_per_epoch))
     history = []
+    stream, order = data_seeds(stream, args.seed)
     for epoch in range(args.epochs):
         easy = label.endswith("backbone") and epoch < args.easy_epochs  # curriculum: no distractors first
         canvas = CanvasSpec(size=args.image_size, clutter=0) if easy else CanvasSpec(size=args.image_size)
         x, y, m = train_canvases(canvas, epoch, stream, args.n_train)
-        data = batches(x, target_of(y, m), args.batch_size, shuffle=True, seed=epoch, normalise=normalise)
+        data = batches(x, target_of(y, m), args.batch_size, shuffle=True, seed=order + epoch, normalise=normalise)
 
         class Stepper:  # step the LR schedule after each optimiser step
             def __iter__(self):
@@ -78,6 +79,12 @@ def fit(forward, params, task, reducer, mode, args, stream, target_of, label):
         history.append(stats)
         print(f"{label} epoch {epoch}: {stats}", flush=True)
     return history
+
+
+def data_seeds(stream: int, seed: int) -> tuple[int, int]:
+    """(canvas stream, first shuffle seed) of a training run: ``--seed 0`` keeps the streams of the
+    cached runs (and their batch order, seed = epoch); ``--seed N`` draws other canvases and orders."""
+    return stream + 100 * seed, 1000 * seed
 
 
 def test_data(args, dense: bool):
@@ -269,6 +276,8 @@ def stage_dir(stage: str, args) -> Path:
     """Cache folder of a stage; classification stages on another backbone than ``cls-backbone``
     (``--backbone cls-backbone-p12``) carry its suffix (``cls-cropr-...-p12``)."""
     suffix = args.backbone[len("cls-backbone"):] if stage.startswith("cls") else ""
+    if args.seed and not stage.endswith("backbone"):  # replicates: ...-p12-seed1
+        suffix += f"-seed{args.seed}"
     if stage.endswith("cropr"):
         return cache_dir() / f"{stage}-{schedule_name(args)}-{args.mode}{args.tag}{suffix}"
     if stage in ("cls-random-ft", "cls-merge-ft"):
@@ -307,7 +316,8 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=100, help="learning-rate warm-up steps (at most one epoch), then cosine")
     ap.add_argument("--n-train", type=int, default=8000)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="initialisation, training canvases and batch order; "
+                    "N > 0 also suffixes the cache folders of the stages trained from a backbone with -seedN")
     ap.add_argument("--force", action="store_true", help="retrain even when cached")
     ap.add_argument("--resume", action="store_true", help="cls-backbone: continue training the cached model")
     ap.add_argument("--easy-epochs", type=int, default=0, help="backbone stages: the first N epochs on canvases "

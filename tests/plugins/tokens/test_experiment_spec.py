@@ -34,7 +34,7 @@ def test_stage_folders_carry_the_backbone_suffix(train_script, tmp_path, monkeyp
 
     class A:  # the fields stage_dir reads
         prune_count, prune_counts, prune_after, mode, tag, epochs = 0, "32,8", "1,2", "joint", "-po", 2
-        backbone = "cls-backbone-p12"
+        backbone, seed = "cls-backbone-p12", 0
 
     root = tmp_path / "prunekit_tokens"
     assert train_script.stage_dir("cls-backbone", A) == root / "cls-backbone-p12"
@@ -43,3 +43,13 @@ def test_stage_folders_carry_the_backbone_suffix(train_script, tmp_path, monkeyp
     assert train_script.stage_dir("seg-cropr", A) == root / "seg-cropr-s32-8-a1-2-joint-po"
     A.backbone = "cls-backbone"
     assert train_script.stage_dir("cls-cropr", A) == root / "cls-cropr-s32-8-a1-2-joint-po"
+    A.backbone, A.seed = "cls-backbone-p12", 1  # a replicate: the backbone is read, the rest is its own
+    assert train_script.stage_dir("cls-backbone", A) == root / "cls-backbone-p12"
+    assert train_script.stage_dir("cls-cropr", A) == root / "cls-cropr-s32-8-a1-2-joint-po-p12-seed1"
+    assert train_script.stage_dir("cls-finetune", A) == root / "cls-finetune-e2-po-p12-seed1"
+
+
+def test_seed_changes_canvases_and_order_but_seed0_keeps_the_cached_runs(train_script):
+    assert train_script.data_seeds(2, 0) == (2, 0)  # the streams / shuffle seeds of the cached runs
+    seeded = {train_script.data_seeds(stream, 1) for stream in (1, 2, 3, 4)}
+    assert len(seeded) == 4 and all(s not in (1, 2, 3, 4) and o != 0 for s, o in seeded)

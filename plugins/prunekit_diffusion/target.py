@@ -170,8 +170,10 @@ class DiffusersTarget:
     def apply(self, obj: DiffusersBundle, mask, context: DiffusionContext, options, report,
               scores=None, budget=None) -> DiffusersBundle:
         units = removable(context.operators)
-        if options.keep_per_block:  # re-select with one group per block and a floor (scoring.select_operators)
+        if options.keep_per_block:  # the core's mask has no block groups: select again with them and the floor
             mask = select_operators(scores, units, budget, options.keep_per_block)
+            report.notes.append(f"keep_per_block={options.keep_per_block}: selected with one group per denoiser "
+                                "block and that floor (scoring.select_operators)")
         keep = mask[GROUP].tolist()
         drop = [op for op, k in zip(units, keep) if not k]
         records = remove_operators(obj.model, drop)

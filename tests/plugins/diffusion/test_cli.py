@@ -183,6 +183,8 @@ def test_keep_per_block_from_the_command_line(saved, tmp_path):
     assert kept["0"] < all_blocks  # without the floor this budget and seed empty a block
     assert kept["1"] == all_blocks
     assert reps["1"]["after"]["macs"] <= 0.7 * reps["1"]["before"]["macs"]
+    assert any("keep_per_block=1" in n for n in reps["1"]["notes"])
+    assert not any("keep_per_block" in n for n in reps["0"]["notes"])
     r = cli("prune", saved / "unet", "-m", "ld-pruner", "--keep-macs", "0.5", "--keep-per-block", "1",
             "-o", tmp_path / "tight", *FAST)
     assert r.exit_code == 2 and "per block already costs" in r.output and "Traceback" not in r.output

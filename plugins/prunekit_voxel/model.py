@@ -21,7 +21,8 @@ text fusion at every level): same weights, the fusion blocks run on *every* voxe
 level and nothing is removed; CBA is skipped. With pruning, the text fusion at stride 4 and
 the stride-2 neck + head run only on the voxels that survived, which is where TSP3D's speed-up
 comes from. In training, pass ``keep_counts`` for top-k TGP budgets (the paper's training
-rule) instead of thresholds. The voxel counts per level are returned so a benchmark can
+rule) instead of thresholds; ``keep_ratios`` keeps a fixed fraction of each TGP level (a fixed
+operating point; ours, the paper uses thresholds at inference). The voxel counts per level are returned so a benchmark can
 report them; TGP logits are returned in both modes (the losses supervise them either way).
 """
 
@@ -84,8 +85,8 @@ class Tsp3dNet(nn.Module):
 
     def forward(self, vox: SparseVoxels, text: torch.Tensor, text_pad: torch.Tensor | None = None, *,
                 voxel_size: float, prune: bool = True, cba: bool = True, thresholds: tuple[float, float] = (0.7, 0.3),
-                keep_counts: tuple[int, int] | None = None, cba_threshold: float | None = None,
-                min_keep: int = 1) -> dict:
+                keep_counts: tuple[int, int] | None = None, keep_ratios: tuple[float, float] | None = None,
+                cba_threshold: float | None = None, min_keep: int = 1) -> dict:
         """One scene, one expression. Returns box (6), objectness logits, the stride-2 voxels,
         TGP logits/sites per level (for the losses), CBA outputs and voxel counts per level."""
         levels = self.encode(vox)
@@ -96,7 +97,8 @@ class Tsp3dNet(nn.Module):
             logits, x = self.fuse(i, x, t, text_pad, voxel_size)
             out["tgp"].append({"logits": logits, "xyz": centers(x, voxel_size), "stride": x.stride})
             if prune:
-                budget = {"keep_count": keep_counts[i]} if keep_counts else {"threshold": thresholds[i]}
+                budget = ({"keep_count": keep_counts[i]} if keep_counts else
+                          {"keep_ratio": keep_ratios[i]} if keep_ratios else {"threshold": thresholds[i]})
                 x = x.select(tgp_keep(logits, min_keep=min_keep, level=f"s{x.stride}", **budget))
             out["counts"][f"neck_s{x.stride}"] = len(x)
             x = self.upsample(i, x, skip)

@@ -17,6 +17,13 @@ generated expressions.
 disjoint from training and from the held-out rooms): over a grid of (scene, target) thresholds
 the lowest-CPU-time pair whose Acc@0.25 (TGP, no CBA) is within ``--max-loss`` of the unpruned
 network's on those rooms; the held-out evaluation then uses it (the sweep goes into the JSON).
+``--keep-ratios R8 R4`` instead fixes the operating point by kept fraction of the voxels that
+reach each TGP block (top-k, as in training); ``--sweep-ratios`` picks it on the validation rooms
+(TGP + CBA, the most accurate pair at least ``--min-speedup`` times faster than unpruned).
+
+Resolution: every Acc carries its binomial standard error, and ``paired`` gives the per-sample
+paired differences between settings (``tgp - full``, ``tgp+cba - tgp``, ...) with their
+standard errors ``std(d) / sqrt(n)``, which is what a "<= 1 point loss" claim needs.
 
   nice -n 10 python scripts/bench/bench_tsp3d.py --rooms 30 --scan-limit 24
 """
@@ -37,6 +44,7 @@ from prunekit.errors import PrunekitError
 from prunekit_voxel.checkpoint import load_checkpoint
 from prunekit_voxel.data import expressions_of, room_sample, samples_of
 from prunekit_voxel.metrics import accuracy_at, box_iou
+from prunekit_voxel.rooms import ALL_CLASSES
 from prunekit_voxel.scannet import load_scannet
 from prunekit_voxel.sparse import SparseVoxels
 from prunekit_voxel.text import TextEncoder
@@ -81,7 +89,23 @@ class StageTimer:
         return out
 
 
-def run(net, encoder, samples, voxel_size, thresholds, cba_threshold, timer: StageTimer) -> dict:
+def hit_se(ious, at: float = 0.25) -> float:
+    """Binomial standard error of Acc@``at``: ``sqrt(p (1 - p) / n)``."""
+    p = accuracy_at(ious, at)
+    return float(np.sqrt(p * (1 - p) / max(1, len(ious))))
+
+
+def paired(a_ious, b_ious, at: float = 0.25) -> dict:
+    """Paired difference of Acc@``at`` (b - a) over the same samples: mean of ``d_i = hit_b,i - hit_a,i``
+    and its standard error ``std(d, ddof=1) / sqrt(n)``; also how many samples each setting alone gets."""
+    a, b = np.asarray(a_ious) >= at, np.asarray(b_ious) >= at
+    d = b.astype(float) - a.astype(float)
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return {"at": at, "n": int(len(d)), "diff": float(d.mean()), "se": se,
+            "only_a": int((a & ~b).sum()), "only_b": int((b & ~a).sum())}
+
+
+def run(net, encoder, samples, voxel_size, thresholds, cba_threshold, timer: StageTimer, keep_ratios=None) -> dict:
     rows = []
     for s in samples:
         tok, pad = encoder.encode([s.text])
@@ -92,7 +116,7 @@ def run(net, encoder, samples, voxel_size, thresholds, cba_threshold, timer: Sta
             with torch.no_grad():
                 t, c = time.perf_counter(), time.process_time()
                 out = net(vox, tok[0], pad[0], voxel_size=voxel_size, thresholds=thresholds,
-                          cba_threshold=cba_threshold, **kw)
+                          keep_ratios=keep_ratios, cba_threshold=cba_threshold, **kw)
                 dt, dc = time.perf_counter() - t, time.process_time() - c
             row[name] = {"iou": box_iou(out["box"].numpy(), s.target_box.numpy()), "seconds": dt, "cpu_seconds": dc,
                          "stages_cpu": timer.take(), "counts": out["counts"]}
@@ -103,21 +127,29 @@ def run(net, encoder, samples, voxel_size, thresholds, cba_threshold, timer: Sta
         counts = {k: float(np.mean([r[name]["counts"][k] for r in rows])) for k in rows[0][name]["counts"]}
         stages = {k: float(np.mean([r[name]["stages_cpu"].get(k, 0.0) for r in rows])) for k in dict.fromkeys(STAGES.values())}
         summary[name] = {"acc@0.25": accuracy_at(ious, 0.25), "acc@0.5": accuracy_at(ious, 0.5),
+                         "acc@0.25_se": hit_se(ious, 0.25), "acc@0.5_se": hit_se(ious, 0.5),
                          "mean_iou": float(np.mean(ious)), "mean_seconds": float(np.mean([r[name]["seconds"] for r in rows])),
                          "mean_cpu_seconds": float(np.mean([r[name]["cpu_seconds"] for r in rows])),
                          "mean_stage_cpu_seconds": stages, "mean_counts": counts}
     for name in ("tgp", "tgp+cba"):
         summary[name]["speedup_vs_full"] = summary["full"]["mean_cpu_seconds"] / summary[name]["mean_cpu_seconds"]
         summary[name]["wall_speedup_vs_full"] = summary["full"]["mean_seconds"] / summary[name]["mean_seconds"]
-    return {"n": len(rows), "summary": summary, "rows": rows}
+    iou = {name: [r[name]["iou"] for r in rows] for name in SETTINGS}
+    diffs = {f"{b} - {a}": {f"acc@{at}": paired(iou[a], iou[b], at) for at in (0.25, 0.5)}
+             for a, b in (("full", "tgp"), ("full", "tgp+cba"), ("tgp", "tgp+cba"))}
+    return {"n": len(rows), "summary": summary, "paired": diffs, "rows": rows}
 
 
-def sweep(net, encoder, samples, voxel_size, grid, max_loss: float) -> dict:
-    """Validation sweep of (scene, target) TGP thresholds (TGP only); picks the fastest within ``max_loss``."""
+def sweep(net, encoder, samples, voxel_size, grid, max_loss: float, key: str = "thresholds",
+          min_speedup: float | None = None) -> dict:
+    """Validation sweep of (scene, target) TGP budgets: thresholds (TGP only; picks the fastest pair
+    within ``max_loss`` of the unpruned Acc@0.25), or with ``key="keep_ratios"`` kept fractions
+    (TGP + CBA; picks the most accurate pair, then the faster, among those at least
+    ``min_speedup`` times faster than the unpruned network in CPU time)."""
     rows = []
     base = None
     for th in [None, *grid]:
-        kw = dict(prune=False, cba=False) if th is None else dict(prune=True, cba=False, thresholds=th)
+        kw = dict(prune=False, cba=False) if th is None else dict(prune=True, cba=key == "keep_ratios", **{key: th})
         ious, cpu = [], 0.0
         for s in samples:
             tok, pad = encoder.encode([s.text])
@@ -126,13 +158,19 @@ def sweep(net, encoder, samples, voxel_size, grid, max_loss: float) -> dict:
                 out = net(SparseVoxels(s.voxels.coords, s.voxels.feats, 1), tok[0], pad[0], voxel_size=voxel_size, **kw)
                 cpu += time.process_time() - c
             ious.append(box_iou(out["box"].numpy(), s.target_box.numpy()))
-        row = {"thresholds": th, "acc@0.25": accuracy_at(ious, 0.25), "acc@0.5": accuracy_at(ious, 0.5),
+        row = {key: th, "acc@0.25": accuracy_at(ious, 0.25), "acc@0.5": accuracy_at(ious, 0.5),
                "mean_cpu_seconds": cpu / len(samples)}
         base = base or row
+        row["speedup_vs_full"] = base["mean_cpu_seconds"] / row["mean_cpu_seconds"]
         rows.append(row)
-    ok = [r for r in rows[1:] if r["acc@0.25"] >= base["acc@0.25"] - max_loss]
-    best = min(ok, key=lambda r: r["mean_cpu_seconds"]) if ok else None
-    return {"n": len(samples), "max_loss": max_loss, "rows": rows, "chosen": best and best["thresholds"]}
+    if key == "keep_ratios":
+        ok = [r for r in rows[1:] if r["speedup_vs_full"] >= min_speedup]
+        best = max(ok, key=lambda r: (r["acc@0.25"], r["speedup_vs_full"])) if ok else None
+    else:
+        ok = [r for r in rows[1:] if r["acc@0.25"] >= base["acc@0.25"] - max_loss]
+        best = min(ok, key=lambda r: r["mean_cpu_seconds"]) if ok else None
+    return {"n": len(samples), "key": key, "max_loss": max_loss, "min_speedup": min_speedup, "rows": rows,
+            "chosen": best and best[key]}
 
 
 def main(argv=None) -> int:
@@ -141,13 +179,23 @@ def main(argv=None) -> int:
     ap.add_argument("--rooms", type=int, default=30)
     ap.add_argument("--scan-limit", type=int, default=24, help="ScanNet expressions used (every k-th of all)")
     ap.add_argument("--thresholds", type=float, nargs=2, default=(0.7, 0.3))
+    ap.add_argument("--keep-ratios", type=float, nargs=2, default=None,
+                    help="operating point by kept fraction of the voxels reaching each TGP block (replaces --thresholds)")
     ap.add_argument("--cba-threshold", type=float, default=0.15)
     ap.add_argument("--cba-candidates", type=int, default=None, help="override the checkpoint's CBA candidate count")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--sweep-val", type=int, default=0, help="validation rooms for picking the thresholds (0: off)")
     ap.add_argument("--max-loss", type=float, default=0.01, help="Acc@0.25 loss allowed by the sweep")
+    ap.add_argument("--sweep-ratios", action="store_true",
+                    help="the validation sweep picks --keep-ratios (TGP + CBA, best accuracy at >= --min-speedup)")
+    ap.add_argument("--min-speedup", type=float, default=2.0, help="speed floor of the ratio sweep (CPU-time ratio)")
+    ap.add_argument("--scan-classes", action="store_true",
+                    help="held-out/validation rooms also hold the scan's extra classes (rooms.SCAN_SIZES)")
+    ap.add_argument("--objects", type=int, nargs=2, default=(4, 10), help="objects per generated room")
     ap.add_argument("--out", type=Path, default=Path("bench-out/tsp3d.json"))
     args = ap.parse_args(argv)
+    if args.keep_ratios and not all(0 < r <= 1 for r in args.keep_ratios):
+        ap.error("--keep-ratios takes two fractions in (0, 1]")
     torch.set_num_threads(args.threads)
     net, vs, info = load_checkpoint(args.checkpoint)
     timer = StageTimer(net)
@@ -155,18 +203,24 @@ def main(argv=None) -> int:
         net.cba.max_candidates = net.cba.fusion.max_keys = args.cba_candidates
     encoder = TextEncoder()
     val_sweep = None
+    gen = dict(n_objects=tuple(args.objects), classes=ALL_CLASSES if args.scan_classes else None)
     if args.sweep_val > 0:
-        val = [s for s in (room_sample(2_000_000 + i, vs) for i in range(args.sweep_val)) if s is not None]
-        grid = [(a, b) for a in (0.7, 0.8, 0.9) for b in (0.3, 0.5, 0.7, 0.8, 0.9)]
-        val_sweep = sweep(net, encoder, val, vs, grid, args.max_loss)
+        val = [s for s in (room_sample(2_000_000 + i, vs, **gen) for i in range(args.sweep_val)) if s is not None]
+        if args.sweep_ratios:
+            grid = [(a, b) for a in (0.2, 0.25, 0.3, 0.35) for b in (0.1, 0.15, 0.2, 0.3)]
+            val_sweep = sweep(net, encoder, val, vs, grid, args.max_loss, "keep_ratios", args.min_speedup)
+        else:
+            grid = [(a, b) for a in (0.7, 0.8, 0.9) for b in (0.3, 0.5, 0.7, 0.8, 0.9)]
+            val_sweep = sweep(net, encoder, val, vs, grid, args.max_loss)
         print("validation sweep", json.dumps(val_sweep))
         if val_sweep["chosen"] is not None:
-            args.thresholds = val_sweep["chosen"]
-    rooms = [s for s in (room_sample(1_000_000 + i, vs) for i in range(args.rooms)) if s is not None]
+            setattr(args, val_sweep["key"], val_sweep["chosen"])
+    ratios = tuple(args.keep_ratios) if args.keep_ratios else None
+    rooms = [s for s in (room_sample(1_000_000 + i, vs, **gen) for i in range(args.rooms)) if s is not None]
     result = {"machine": machine_info(), "checkpoint": str(args.checkpoint), "train_info": info, "voxel_size": vs,
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "validation_sweep": val_sweep, "speedup_measure": "process CPU time ratio, one thread, settings back to back per sample",
-              "rooms": run(net, encoder, rooms, vs, tuple(args.thresholds), args.cba_threshold, timer)}
+              "rooms": run(net, encoder, rooms, vs, tuple(args.thresholds), args.cba_threshold, timer, ratios)}
     if args.scan_limit <= 0:
         result["scannet"] = "skipped: --scan-limit 0"
     elif (SCANNET / "scene0000_00_vert_all.npy").exists():
@@ -174,7 +228,7 @@ def main(argv=None) -> int:
         exprs = expressions_of(scan)
         step = max(1, len(exprs) // max(1, args.scan_limit))
         result["scannet"] = run(net, encoder, samples_of(scan, vs, exprs[::step][: args.scan_limit]), vs,
-                                tuple(args.thresholds), args.cba_threshold, timer)
+                                tuple(args.thresholds), args.cba_threshold, timer, ratios)
     else:
         result["scannet"] = f"skipped: {SCANNET} not found"
     atomic_write_text(args.out, json.dumps(result, indent=1))
@@ -185,6 +239,9 @@ def main(argv=None) -> int:
                                    if k not in ("mean_counts", "mean_stage_cpu_seconds")})
                 print("   stages", {k: round(v, 4) for k, v in s["mean_stage_cpu_seconds"].items()}, "counts",
                       {k: round(v) for k, v in s["mean_counts"].items()})
+            for name, d in result[part]["paired"].items():
+                print("   paired", name, {k: (round(v["diff"], 3), round(v["se"], 3), v["only_a"], v["only_b"])
+                                         for k, v in d.items()})
     print(f"wrote {args.out}")
     return 0
 

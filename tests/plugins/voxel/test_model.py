@@ -42,6 +42,20 @@ def test_training_budget_counts_and_cba_adds_back():
     assert net.stem.weight.grad is not None
 
 
+def test_keep_ratios_keep_a_fraction_of_the_voxels_reaching_each_tgp_block():
+    vox, net = small_scene(), small_net()
+    text = torch.randn(4, 24)
+    with torch.no_grad():
+        out = net(vox, text, voxel_size=0.1, keep_ratios=(0.5, 0.25), cba=False)
+    c = out["counts"]
+    assert c["neck_s8"] == max(1, int(0.5 * c["enc_s8"]))
+    reaching = len(out["tgp"][1]["logits"])  # stride-4 children of the kept stride-8 voxels
+    assert reaching < c["enc_s4"] and c["neck_s4"] == max(1, int(0.25 * reaching))
+    # the kept stride-4 voxels are the top quarter by keep score
+    kept = tgp_keep(out["tgp"][1]["logits"], keep_ratio=0.25)
+    assert int(kept.sum()) == c["neck_s4"]
+
+
 def test_fusion_runs_on_every_voxel_unpruned_and_on_survivors_pruned():
     """The text fusion at stride 4 and the stride-2 head see all encoder sites without pruning and only the
     survivors with it (where the speed-up comes from); the fused stride-8 features go up the neck."""

@@ -3,7 +3,7 @@
 import numpy as np
 
 from prunekit_voxel.expressions import generate
-from prunekit_voxel.rooms import make_room
+from prunekit_voxel.rooms import ALL_CLASSES, SCAN_SIZES, WALL_MOUNTED, make_room
 from prunekit_voxel.scannet import points_in_boxes
 
 
@@ -28,3 +28,22 @@ def test_rooms_are_consistent_and_deterministic():
     a, b = make_room(3), make_room(3)
     assert np.array_equal(a.points, b.points) and np.array_equal(a.boxes, b.boxes)
     assert not np.array_equal(make_room(4).boxes.shape, a.boxes.shape) or not np.allclose(make_room(4).boxes, a.boxes)
+
+
+def test_scan_classes_are_opt_in_and_wall_mounted_ones_touch_a_wall():
+    seen = set()
+    for seed in range(6):
+        assert set(make_room(seed).box_names) <= {"chair", "table", "bed", "cabinet", "sofa", "desk", "lamp", "box",
+                                                  "refrigerator", "toilet"}
+        r = make_room(seed, classes=ALL_CLASSES, n_objects=(8, 12))
+        seen |= set(r.box_names)
+        for i, (name, b) in enumerate(zip(r.box_names, r.boxes)):
+            assert points_in_boxes(r.object_points(i), r.boxes[i:i + 1], margin=1e-9).all()
+            if name in WALL_MOUNTED:  # flush with x = 0 or y = 0, thin across it, bottom in its height range
+                lo, hi = WALL_MOUNTED[name]
+                near = [ax for ax in (0, 1) if abs(b[ax] - b[3 + ax] / 2) < 1e-9]
+                assert near and b[3 + near[0]] <= b[4 - near[0]]
+                assert lo - 1e-9 <= b[2] - b[5] / 2 <= hi + 1e-9
+            else:
+                assert np.isclose(b[2], b[5] / 2)
+    assert set(SCAN_SIZES) <= seen

@@ -19,6 +19,33 @@ def _script(rel: str):
     return mod
 
 
+def test_paired_difference_and_standard_errors():
+    bench = _script("scripts/bench/bench_tsp3d.py")
+    a = [0.3, 0.3, 0.1, 0.1, 0.6]   # hits at 0.25: 1 1 0 0 1
+    b = [0.3, 0.1, 0.3, 0.1, 0.6]   # hits at 0.25: 1 0 1 0 1
+    d = bench.paired(a, b)
+    assert d["diff"] == 0.0 and d["only_a"] == 1 and d["only_b"] == 1 and d["n"] == 5
+    assert abs(d["se"] - (0.5 ** 0.5) / 5 ** 0.5) < 1e-12  # d = 0 -1 1 0 0: sample std sqrt(0.5)
+    assert abs(bench.hit_se(a) - (0.6 * 0.4 / 5) ** 0.5) < 1e-12
+
+
+def test_train_at_an_operating_point_then_bench_by_keep_ratio(tmp_path):
+    ckpt = tmp_path / "t.safetensors"
+    assert _script("scripts/train_tsp3d.py").main(
+        ["--steps", "2", "--width", "16", "--p-full", "0", "--keep-coarse", "0.2", "0.4", "--keep-fine", "0.1", "0.3",
+         "--of-survivors", "--out", str(ckpt)]) == 0
+    out = tmp_path / "b.json"
+    assert _script("scripts/bench/bench_tsp3d.py").main(
+        ["--checkpoint", str(ckpt), "--rooms", "2", "--scan-limit", "0", "--keep-ratios", "0.3", "0.2",
+         "--out", str(out)]) == 0
+    res = json.loads(out.read_text())["rooms"]
+    c = res["summary"]["tgp"]["mean_counts"]
+    assert c["neck_s8"] <= 0.3 * c["enc_s8"] + 1
+    p = res["paired"]["tgp - full"]["acc@0.25"]
+    hits = [[r[k]["iou"] >= 0.25 for r in res["rows"]] for k in ("full", "tgp")]
+    assert p["diff"] == (sum(hits[1]) - sum(hits[0])) / 2 and p["n"] == 2
+
+
 def test_train_then_bench(tmp_path):
     ckpt = tmp_path / "t.safetensors"
     assert _script("scripts/train_tsp3d.py").main(["--steps", "2", "--width", "16", "--out", str(ckpt)]) == 0

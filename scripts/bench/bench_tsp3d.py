@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from prunekit import atomic_write_text, machine_info
-from prunekit.errors import PrunekitError
+from prunekit.errors import InputError, PrunekitError
 from prunekit_voxel.checkpoint import load_checkpoint
 from prunekit_voxel.data import expressions_of, room_sample, samples_of
 from prunekit_voxel.metrics import accuracy_at, box_iou
@@ -173,6 +173,27 @@ def sweep(net, encoder, samples, voxel_size, grid, max_loss: float, key: str = "
             "chosen": best and best[key]}
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: not a readable bench JSON ({e})") from None
+
+
+def compare(this: dict, that: dict) -> dict:
+    """Per evaluation set, paired differences (this - that) of each setting over the same samples."""
+    out = {}
+    for part in ("rooms", "scannet"):
+        a, b = this.get(part), that.get(part)
+        if not (isinstance(a, dict) and isinstance(b, dict)):
+            continue
+        if [(r["scene"], r["text"]) for r in a["rows"]] != [(r["scene"], r["text"]) for r in b["rows"]]:
+            raise InputError(f"--compare-with: the {part} samples differ from this run's")
+        out[part] = {name: {f"acc@{at}": paired([r[name]["iou"] for r in b["rows"]], [r[name]["iou"] for r in a["rows"]], at)
+                            for at in (0.25, 0.5)} for name in SETTINGS}
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, default=Path(".cache/prunekit_voxel/tsp3d.safetensors"))
@@ -192,6 +213,8 @@ def main(argv=None) -> int:
     ap.add_argument("--scan-classes", action="store_true",
                     help="held-out/validation rooms also hold the scan's extra classes (rooms.SCAN_SIZES)")
     ap.add_argument("--objects", type=int, nargs=2, default=(4, 10), help="objects per generated room")
+    ap.add_argument("--compare-with", type=Path, default=None,
+                    help="an earlier bench JSON on the same rooms: paired differences of each setting (this - that)")
     ap.add_argument("--out", type=Path, default=Path("bench-out/tsp3d.json"))
     args = ap.parse_args(argv)
     if args.keep_ratios and not all(0 < r <= 1 for r in args.keep_ratios):
@@ -231,6 +254,8 @@ def main(argv=None) -> int:
                                 tuple(args.thresholds), args.cba_threshold, timer, ratios)
     else:
         result["scannet"] = f"skipped: {SCANNET} not found"
+    if args.compare_with is not None:
+        result["compare_with"] = {"json": str(args.compare_with), **compare(result, _read_json(args.compare_with))}
     atomic_write_text(args.out, json.dumps(result, indent=1))
     for part in ("rooms", "scannet"):
         if isinstance(result[part], dict):
@@ -242,6 +267,10 @@ def main(argv=None) -> int:
             for name, d in result[part]["paired"].items():
                 print("   paired", name, {k: (round(v["diff"], 3), round(v["se"], 3), v["only_a"], v["only_b"])
                                          for k, v in d.items()})
+    for part, d in result.get("compare_with", {}).items():
+        if isinstance(d, dict):
+            for name, v in d.items():
+                print("compare", part, name, {k: (round(x["diff"], 3), round(x["se"], 3)) for k, x in v.items()})
     print(f"wrote {args.out}")
     return 0
 

@@ -44,6 +44,15 @@ def test_train_at_an_operating_point_then_bench_by_keep_ratio(tmp_path):
     p = res["paired"]["tgp - full"]["acc@0.25"]
     hits = [[r[k]["iou"] >= 0.25 for r in res["rows"]] for k in ("full", "tgp")]
     assert p["diff"] == (sum(hits[1]) - sum(hits[0])) / 2 and p["n"] == 2
+    # the same checkpoint on the same rooms again: every paired difference is zero; other rooms are refused
+    again = tmp_path / "b2.json"
+    bench = _script("scripts/bench/bench_tsp3d.py")
+    args = ["--checkpoint", str(ckpt), "--scan-limit", "0", "--keep-ratios", "0.3", "0.2", "--compare-with", str(out)]
+    assert bench.main([*args, "--rooms", "2", "--out", str(again)]) == 0
+    cmp = json.loads(again.read_text())["compare_with"]["rooms"]
+    assert {k: v["acc@0.25"]["diff"] for k, v in cmp.items()} == {"full": 0.0, "tgp": 0.0, "tgp+cba": 0.0}
+    with pytest.raises(bench.InputError, match="samples differ"):
+        bench.main([*args, "--rooms", "1", "--out", str(tmp_path / "b3.json")])
 
 
 def test_train_then_bench(tmp_path):

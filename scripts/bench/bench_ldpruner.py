@@ -25,6 +25,9 @@ denoiser, in one run on one machine:
 - optional variants: ``--ld-variants`` (rounds, ``m`` score per MAC, ``b`` one operator kept per
   block), ``--random-block-seeds`` (the random baseline under the same per-block floor), and
   ``--score-check`` (one-shot scores again with another calibration: rank correlation, removed set);
+- every quality figure keeps its per-digit correctness (``"correct"``); ``--eval-seed`` and
+  ``--random-first-seed`` move the evaluation noise and the random draws for replicate runs
+  (``scripts/bench/ldpruner_seeds.py`` pools replicates);
 - a ``summary`` per model with the issue-6 targets evaluated (see :func:`summarize`).
 
 Writes ``bench-out/ldpruner.json`` (with ``machine_info()``). ``--combine A.json B.json``
@@ -49,10 +52,12 @@ DATA = ROOT.parent / "shared" / "data" / "mnist"
 N_TRAIN = 8000
 
 
-def quality(model, scheduler, clf, real_feats, n: int, steps: int) -> dict:
+def quality(model, scheduler, clf, real_feats, n: int, steps: int, seed: int = 10_000) -> dict:
+    """Sample quality of ``n`` digits, per-sample seeds ``seed + i`` (the same for every model of a run),
+    with the per-sample correctness string (``"correct"``) for paired comparisons."""
     from prunekit_diffusion.quality import sample_quality
 
-    return sample_quality(model, scheduler, clf, real_feats, n, steps)
+    return sample_quality(model, scheduler, clf, real_feats, n, steps, seed=seed, per_sample=True)
 
 
 @torch.no_grad()
@@ -97,7 +102,7 @@ def recover(model, base, sched, a, clf, real_feats, train_x, train_y, mode: str 
                            batch_size=a.ft_batch, lr=a.ft_lr, seed=a.seed, task_weight=w, alpha=alpha)
     return {"mode": mode, "task_weight": w, "alpha": alpha, "steps": a.ft_steps,
             "seconds": time.perf_counter() - t1, "log": log,
-            "quality": quality(student, sched, clf, real_feats, a.eval_n, a.eval_steps)}
+            "quality": quality(student, sched, clf, real_feats, a.eval_n, a.eval_steps, a.eval_seed)}
 
 
 def recover_modes(model, base, sched, a, clf, real_feats, train_x, train_y) -> dict:
@@ -123,7 +128,7 @@ def bench_model(kind: str, a, clf, real_feats, train_x, train_y) -> dict:
     out = {"model": kind, "train_log": json.loads((folder / "train_log.json").read_text()) if (folder / "train_log.json").exists() else None}
     out["train_log"] = {k: v for k, v in (out["train_log"] or {}).items() if k != "log"}
     print(f"[{kind}] quality of the unpruned model", flush=True)
-    out["unpruned"] = {**sizes(base, calib), "quality": quality(base, sched, clf, real_feats, a.eval_n, a.eval_steps)}
+    out["unpruned"] = {**sizes(base, calib), "quality": quality(base, sched, clf, real_feats, a.eval_n, a.eval_steps, a.eval_seed)}
 
     variants: dict[str, tuple] = {}  # name -> (pruned model, removed operators, extra info)
     t0 = time.perf_counter()
@@ -141,10 +146,10 @@ def bench_model(kind: str, a, clf, real_feats, train_x, train_y) -> dict:
                 "scoring_seconds": time.perf_counter() - t0, "rounds_log": v.report.extra.get("rounds_log"),
                 "scores": {o["name"]: o["score"] for o in v.report.extra["operators"] if o["score"] is not None}}
         variants[variant_name(rounds, per_mac, per_block)] = (v.model, [x["name"] for x in v.removed], info)
-    for s in range(a.random_seeds):
+    for s in range(a.random_first_seed, a.random_first_seed + a.random_seeds):
         r = prune_denoiser(base, sched, keep_macs=a.keep, calib=calib, method="random", seed=s)
         variants[f"random-{s}"] = (r.model, [x["name"] for x in r.removed], {})
-    for s in range(a.random_block_seeds):  # the same per-block constraint on the random baseline
+    for s in range(a.random_first_seed, a.random_first_seed + a.random_block_seeds):  # random under the same floor
         r = prune_denoiser(base, sched, keep_macs=a.keep, calib=calib, method="random", seed=s, keep_per_block=1)
         variants[f"random-block-{s}"] = (r.model, [x["name"] for x in r.removed], {"keep_per_block": 1})
     if a.magnitude:
@@ -170,7 +175,7 @@ def bench_model(kind: str, a, clf, real_feats, train_x, train_y) -> dict:
             **sz, "mac_ratio": sz["macs"] / out["unpruned"]["macs"], "param_ratio": sz["params"] / out["unpruned"]["params"],
             "latency_ratio": lat["cpu"][name] / lat["cpu"]["unpruned"],
             "latency_ratio_wall": lat["wall"][name] / lat["wall"]["unpruned"], "removed": removed, **info,
-            "quality": quality(model, sched, clf, real_feats, a.eval_n, a.eval_steps),
+            "quality": quality(model, sched, clf, real_feats, a.eval_n, a.eval_steps, a.eval_seed),
         }
         if a.ft_steps > 0:
             print(f"[{kind}] {name}: recovery fine-tune ({a.ft_steps} steps, {a.ft_modes})", flush=True)
@@ -310,10 +315,14 @@ def main() -> None:
     ap.add_argument("--random-seeds", type=int, default=3)
     ap.add_argument("--random-block-seeds", type=int, default=0,
                     help="random baseline under the keep-one-operator-per-block constraint, this many seeds")
+    ap.add_argument("--random-first-seed", type=int, default=0,
+                    help="the random baselines draw seeds FIRST, FIRST+1, ... (names random-S, random-block-S)")
     ap.add_argument("--calib-n", type=int, default=20)
     ap.add_argument("--calib-steps", type=int, default=10)
     ap.add_argument("--eval-n", type=int, default=500)
     ap.add_argument("--eval-steps", type=int, default=20)
+    ap.add_argument("--eval-seed", type=int, default=10_000,
+                    help="generated digit i uses seed EVAL_SEED + i (the same for every model of the run)")
     ap.add_argument("--ft-steps", type=int, default=300)
     ap.add_argument("--ft-batch", type=int, default=32)
     ap.add_argument("--ft-lr", type=float, default=5e-4)

@@ -71,3 +71,17 @@ def test_load_classifier_and_sample_quality(tmp_path, unet):
     assert unet.training  # mode restored
     assert 0.0 <= a["accuracy"] <= 1.0 and a["frechet"] > 0
     assert (a["accuracy"], a["frechet"]) == (b["accuracy"], b["frechet"])  # seeded per sample
+
+
+def test_classifier_metrics_per_sample_correctness():
+    from prunekit_diffusion.quality import DigitClassifier, classifier_metrics
+
+    torch.manual_seed(0)
+    clf = DigitClassifier().eval()
+    x = torch.rand(12, 1, 16, 16) * 2 - 1
+    pred = clf(x).argmax(1)
+    labels = torch.where(torch.arange(12) % 3 == 0, pred, (pred + 1) % 10)  # every third one right
+    real = clf.features(torch.rand(20, 1, 16, 16) * 2 - 1).detach()
+    m = classifier_metrics(clf, x, labels, real, per_sample=True)
+    assert m["correct"] == "100" * 4 and m["accuracy"] == pytest.approx(4 / 12)
+    assert "correct" not in classifier_metrics(clf, x, labels, real)

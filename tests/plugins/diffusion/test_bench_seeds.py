@@ -1,0 +1,61 @@
+"""scripts/bench/ldpruner_seeds.py: pooling replicate benchmark runs (means, standard errors, targets)."""
+
+import json
+
+import pytest
+
+from .conftest import load_script
+
+
+@pytest.fixture(scope="module")
+def seeds():
+    return load_script("bench/ldpruner_seeds.py")
+
+
+def _q(correct: str, fd: float) -> dict:
+    return {"accuracy": correct.count("1") / len(correct), "frechet": fd, "correct": correct}
+
+
+def _pruned(correct: str, fd: float, macs=0.63, lat=0.6) -> dict:
+    return {"mac_ratio": macs, "latency_ratio": lat, "quality": _q("0000", 900.0), "finetune": {"quality": _q(correct, fd)}}
+
+
+def _run(seed: int, ld: str, mag: str, rb: list[str]) -> dict:
+    pruned = {"ld-pruner-block": _pruned(ld, 40.0), "magnitude": _pruned(mag, 50.0, lat=0.85)}
+    pruned.update({f"random-block-{seed + i}": _pruned(c, 60.0) for i, c in enumerate(rb)})
+    return {"inputs": {"seed": seed, "eval_n": 4, "ft_steps": 900, "keep": 0.65},
+            "models": {"unet": {"unpruned": {"quality": _q("1111", 20.0), "finetune_control": {"quality": _q("1110", 25.0)}},
+                                "pruned": pruned}}}
+
+
+def test_pool_means_standard_errors_and_targets(seeds):
+    runs = [_run(0, "1110", "1100", ["1000", "0000"]), _run(1, "1111", "1101", ["1100", "1000"])]
+    p = seeds.pool(runs, "unet")
+    ld, rb = p["groups"]["ld-pruner-block"], p["groups"]["random-block"]
+    assert ld["accuracy"] == [0.75, 1.0] and ld["mean"] == pytest.approx(0.875)
+    assert ld["se_seeds"] == pytest.approx(0.125)  # sd of (0.75, 1.0) / sqrt(2)
+    assert ld["se_binomial"] == pytest.approx((0.75 * 0.25 / 4) ** 0.5 / 2)
+    assert rb["draws_per_run"] == [2, 2] and rb["accuracy"] == [0.125, 0.375]  # draws averaged within a run
+    c = p["comparisons"]["ld-pruner-block vs magnitude"]
+    assert c["per_run"] == pytest.approx([0.25, 0.25]) and c["se_seeds"] == 0.0
+    # per-digit differences: run 0 (0,0,1,0), run 1 (0,0,1,0): variance 3/16 over 4 digits each
+    assert c["se_paired"] == pytest.approx((2 * 3 / 16 / 4) ** 0.5 / 2)
+    assert c["clear"] is False  # 0.25 < 2 x 0.153
+    t = p["targets"]["ld-pruner-block"]
+    assert t["accuracy_needed"] == pytest.approx(0.95) and not t["accuracy_within_5pct_of_unpruned"]
+    assert t["accuracy_within_5pct_of_control"]  # 0.875 >= 0.95 x 0.75
+    assert t["beats_baselines_accuracy"] and t["beats_baselines_frechet"] and t["latency_cut_30pct"]
+
+
+def test_cli_refuses_runs_of_different_settings(seeds, tmp_path):
+    a, b = _run(0, "1110", "1100", ["1000"]), _run(1, "1111", "1101", ["1100"])
+    b["inputs"]["ft_steps"] = 300
+    for name, r in (("a.json", a), ("b.json", b)):
+        (tmp_path / name).write_text(json.dumps(r))
+    with pytest.raises(SystemExit, match="differ in 'ft_steps'"):
+        seeds.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "p.json")])
+    assert not (tmp_path / "p.json").exists()
+    b["inputs"]["ft_steps"] = 900
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    assert seeds.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "p.json")]) == 0
+    assert json.loads((tmp_path / "p.json").read_text())["models"]["unet"]["runs"] == 2

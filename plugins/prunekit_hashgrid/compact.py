@@ -21,36 +21,42 @@ import torch
 from .encoding import HashGrid, hash_vertices
 
 
-def _touch_matrix(G: int, R: int) -> torch.Tensor:
-    """A[i, v] = True when cell i (of G along an axis) touches lattice vertex v (of R+1) at resolution R."""
+def _touch_matrix(G: int, R: int, margin: float = 1e-6) -> torch.Tensor:
+    """A[i, v] = True when cell i (of G along an axis, widened by ``margin``) touches lattice vertex v (of R+1)
+    at resolution R."""
     i = torch.arange(G, dtype=torch.float64)
-    lo = torch.floor((i / G - 1e-6) * R).clamp(0, R)
-    hi = torch.ceil(((i + 1) / G + 1e-6) * R).clamp(0, R)
+    lo = torch.floor((i / G - margin) * R).clamp(0, R)
+    hi = torch.ceil(((i + 1) / G + margin) * R).clamp(0, R)
     v = torch.arange(R + 1, dtype=torch.float64)
     return (v[None, :] >= lo[:, None]) & (v[None, :] <= hi[:, None])
+
+
+def kept_vertices(kept_cells: torch.Tensor, res: int, R: int, max_slab: int = 1 << 24, margin: float = 1e-6):
+    """Yield the lattice vertices [n, 3] (int64) at resolution ``R`` that some kept cell (flat G^3 mask,
+    G = ``res``, cells widened by ``margin``; 0 gives the exact set) touches, in slabs of x; each vertex once."""
+    K = kept_cells.reshape(res, res, res).float()
+    if not bool(K.any()):
+        return
+    A = _touch_matrix(res, R, margin).float()
+    Ky = (torch.einsum("ijk,jb->ibk", K, A) > 0).float()  # [G, R+1, G]: x-slice i of cells reaches vy
+    chunk = max(1, max_slab // (R + 1) ** 2)
+    for a0 in range(0, R + 1, chunk):
+        ax = A[:, a0:a0 + chunk]  # [G, ca]
+        cells = ax.any(1).nonzero().flatten()
+        Kyz = (torch.einsum("ibk,kc->ibc", Ky[cells], A) > 0).float()  # [n, R+1, R+1]
+        v = (torch.einsum("ia,ibc->abc", ax[cells], Kyz) > 0).nonzero()
+        if v.numel():
+            v[:, 0] += a0
+            yield v
 
 
 def reachable_rows(grid: HashGrid, kept_cells: torch.Tensor, res: int, max_slab: int = 1 << 24) -> torch.Tensor:
     """Bool [L * T]: table rows that some vertex of a kept cell (flat G^3 mask, G = ``res``) hashes to."""
     T = grid.table_size
     used = torch.zeros(grid.num_levels * T, dtype=torch.bool)
-    K = kept_cells.reshape(res, res, res).float()
-    if not bool(K.any()):
-        return used
     for level, R in enumerate(int(r) for r in grid.scalings.tolist()):
         lvl = used[level * T:(level + 1) * T]
-        A = _touch_matrix(res, R).float()
-        Ky = (torch.einsum("ijk,jb->ibk", K, A) > 0).float()  # [G, R+1, G]: x-slice i of cells reaches vy
-        chunk = max(1, max_slab // (R + 1) ** 2)
-        for a0 in range(0, R + 1, chunk):
-            ax = A[:, a0:a0 + chunk]  # [G, ca]
-            cells = ax.any(1).nonzero().flatten()
-            Kyz = (torch.einsum("ibk,kc->ibc", Ky[cells], A) > 0).float()  # [n, R+1, R+1]
-            reach = torch.einsum("ia,ibc->abc", ax[cells], Kyz) > 0
-            v = reach.nonzero()
-            if not v.numel():
-                continue
-            v[:, 0] += a0
+        for v in kept_vertices(kept_cells, res, R, max_slab):
             lvl[hash_vertices(v, T)] = True
             if bool(lvl.all()):
                 break

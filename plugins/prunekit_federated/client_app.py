@@ -41,7 +41,7 @@ from .data import client_data
 from .masks import low_magnitude, prunable_shapes, swap_counts
 from .models import build_model
 from .strategy import load_state, transport_shapes
-from .training import (adapt_bn, bn_state_names, bn_statistics, evaluate, extrusion_penalty, model_bytes, topk_inactive,
+from .training import (abstentions, adapt_bn, bn_state_names, bn_statistics, evaluate, extrusion_penalty, model_bytes, topk_inactive,
                        train_local, train_signs)
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -269,6 +269,7 @@ def _train_hidenseek(msg, context, model, data, cfg, seed, hooks):
         scores[k] = signs[k].view(prunable[k]) * scores[k].abs().clamp_min(1e-8)
     if hooks.get("crash"):
         raise RuntimeError("injected fault: client dropped out mid-round")
+    start = {k: v.clone() for k, v in scores.items()}
     res = train_signs(model, base, mask, scores, data, epochs=cfg.local_epochs, batch_size=cfg.batch_size,
                       lr=cfg.lr, score_lr=cfg.score_lr, momentum=cfg.momentum, seed=seed)
     context.state["hns-scores"] = ArrayRecord({k: Array(v.numpy()) for k, v in scores.items()})
@@ -276,6 +277,8 @@ def _train_hidenseek(msg, context, model, data, cfg, seed, hooks):
     dense_names = tuple(k for k in shapes if k not in prunable)
     reply = tp.encode_state({k: sd[k] for k in dense_names}, None)
     reply = tp.add_arrays(reply, tp.encode_signs({k: torch.sign(scores[k]) for k in prunable}, mask))
+    if cfg.vote == "abstain":
+        reply = tp.add_arrays(reply, tp.encode_kept_bits(abstentions(start, scores), mask, "a/"))
     dense_numel = sum(int(np.prod(shapes[k])) for k in dense_names)
     return reply, _with_peak({"num-examples": res.examples, "train-loss": res.loss,
                               "activation-bytes": res.activation_bytes,

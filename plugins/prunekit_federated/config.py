@@ -157,8 +157,14 @@ class HideNseekConfig(FedConfig):
         True, "after each vote, clients re-estimate BN running statistics under the voted signs "
               "(Flower evaluate phase; ours, not the paper's); off: average the clients' training statistics")
 
+    vote: Literal["majority", "abstain"] = option(
+        "majority", "sign aggregation: sample-weighted majority of the nodes' signs, or a 2-bit "
+                    "{flip, keep, abstain} vote where a node whose score shrank without flipping abstains (ours)")
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.vote not in ("majority", "abstain"):
+            raise ValueError(f"vote must be 'majority' or 'abstain', got {self.vote!r}")
         if self.synflow_iters < 1 or self.score_lr <= 0 or self.score_init <= 0:
             raise ValueError("synflow_iters must be >= 1, score_lr and score_init > 0")
         if self.weight_scale not in ("density", "none"):

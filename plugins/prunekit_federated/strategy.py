@@ -15,7 +15,10 @@ All three subclass :class:`flwr.serverapp.strategy.FedAvg` and override
   node; afterwards 1 bit per kept weight each way. Aggregation choice: a
   sample-weighted **majority vote** of the clients' signs, sigma = sign(sum_i n_i
   sigma_i), a tie keeps the previous global sign (the paper does not fix this; see
-  METHODS.md 9.3). Biases and BN tensors are averaged densely. With
+  METHODS.md 9.3). With ``cfg.vote == "abstain"`` (ours) nodes also send one abstain
+  bit per kept weight (:func:`~.training.abstentions`) and the vote is taken over the
+  nodes that did not abstain, sigma = sign(sum_i n_i (1 - a_i) sigma_i), ties keep.
+  Biases and BN tensors are averaged densely. With
   ``cfg.bn_calibration`` (ours) Flower's evaluate phase then asks the round's nodes for
   BN running statistics of the voted model and pools them (mean and second moment).
 
@@ -367,12 +370,19 @@ class SignSupermaskFedAvg(DenseFedAvg):
         if not isinstance(arrays, ArrayRecord):
             raise tp.MalformedUpdate("no ArrayRecord 'arrays' in the reply")
         dense_names = tuple(k for k in self.shapes if k not in self.mask.groups)
-        state, _ = tp.decode_state(arrays, self.shapes, None, dense_names=dense_names, allowed_extra=("s/",))
+        two_bit = getattr(self.cfg, "vote", "majority") == "abstain"
+        bit_keys = ("s/", "a/") if two_bit else ("s/",)
+        state, _ = tp.decode_state(arrays, self.shapes, None, dense_names=dense_names, allowed_extra=bit_keys)
         signs = tp.decode_signs(arrays, self.mask)
-        extra = [k for k in arrays.keys() if k.startswith("s/") and k[2:] not in self.mask.groups]
+        extra = [k for k in arrays.keys() if k.startswith(bit_keys) and k[2:] not in self.mask.groups]
         if extra:
             raise tp.MalformedUpdate(f"unexpected entries: {', '.join(extra[:3])}")
-        return {"state": state, "signs": signs}
+        upd = {"state": state, "signs": signs}
+        if two_bit:
+            upd["abstain"] = tp.decode_kept_bits(arrays, self.mask, "a/")
+            if any(bool((upd["abstain"][k] & (signs[k] != self.signs[k])).any()) for k in signs):
+                raise tp.MalformedUpdate("a/: abstains on a weight whose sign it flipped")
+        return upd
 
     def combine(self, server_round: int, good: list[dict]) -> None:
         total = sum(u["n"] for u in good)
@@ -381,7 +391,9 @@ class SignSupermaskFedAvg(DenseFedAvg):
                 self.state[k] = sum(u["n"] * u["state"][k] for u in good) / total
         flips = 0
         for k, m in self.mask.groups.items():
-            vote = sum(u["n"] * u["signs"][k] for u in good)
+            # 2-bit vote (cfg.vote == "abstain"): a node's abstentions do not count either way
+            vote = sum(u["n"] * u["signs"][k] * (1.0 - u["abstain"][k].float() if "abstain" in u else 1.0)
+                       for u in good)
             new = torch.where(vote > 0, 1.0, torch.where(vote < 0, -1.0, self.signs[k])) * m.float()
             flips += int((new != self.signs[k]).sum())
             self.signs[k] = new

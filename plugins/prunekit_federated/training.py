@@ -307,6 +307,19 @@ def train_signs(model: torch.nn.Module, base: Mapping[str, torch.Tensor], mask: 
     return res
 
 
+def abstentions(start: Mapping[str, torch.Tensor], end: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """HideNseek 2-bit vote (ours, ``vote="abstain"``): where a node abstains.
+
+    ``start`` are the node's scores at the beginning of the round (global sign times the
+    node's own magnitude), ``end`` after local training. Per kept weight the node votes
+    *flip* if sign(end) != sign(start), *keep* if |end| >= |start| with the same sign (its
+    data reinforced the global sign), and *abstains* if the score shrank towards zero
+    without crossing it (its data pushed against the global sign, not far enough to
+    flip). A plain majority vote counts that last case as *keep*, so nodes whose data is
+    indifferent to a weight block flips that the nodes that care about it agree on."""
+    return {k: (torch.sign(end[k]) == torch.sign(start[k])) & (end[k].abs() < start[k].abs()) for k in start}
+
+
 def model_bytes(shapes: Mapping[str, tuple[int, ...]], mask: Mask | None, dense_numel: int) -> int:
     """Storage of the client's model in sparse form: kept float32 values + 1-bit masks + dense rest."""
     if mask is None:

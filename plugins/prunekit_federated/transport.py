@@ -80,7 +80,12 @@ def encode_state(state: Mapping[str, torch.Tensor], mask: Mask | None, *, with_m
 
 def encode_signs(signs: Mapping[str, torch.Tensor], mask: Mask) -> dict:
     """``s/<name>``: one bit per kept weight (sign > 0)."""
-    return {f"s/{k}": _arr(np.packbits((signs[k].flatten()[mask[k]] > 0).numpy())) for k in mask.groups}
+    return encode_kept_bits({k: signs[k].flatten() > 0 for k in mask.groups}, mask, "s/")
+
+
+def encode_kept_bits(bits: Mapping[str, torch.Tensor], mask: Mask, prefix: str) -> dict:
+    """``<prefix><name>``: one packed bit per kept weight of a boolean tensor (e.g. ``a/`` abstentions)."""
+    return {f"{prefix}{k}": _arr(np.packbits(bits[k].flatten()[mask[k]].numpy())) for k in mask.groups}
 
 
 def encode_topk(grads: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> dict:
@@ -172,14 +177,22 @@ def decode_state(record, shapes: Mapping[str, tuple[int, ...]], sparse: Mapping[
 def decode_signs(record, mask: Mask) -> dict[str, torch.Tensor]:
     """``s/<name>`` -> +-1 float tensors (flat, 0 where pruned)."""
     out = {}
+    for k, bits in decode_kept_bits(record, mask, "s/").items():
+        out[k] = torch.where(bits, 1.0, -1.0) * mask[k].float()
+    return out
+
+
+def decode_kept_bits(record, mask: Mask, prefix: str) -> dict[str, torch.Tensor]:
+    """``<prefix><name>`` -> flat bool tensors (False where pruned); checks length and padding."""
+    out = {}
     for k, m in mask.groups.items():
-        key = f"s/{k}"
+        key = f"{prefix}{k}"
         if key not in record:
             raise MalformedUpdate(f"missing entries: {key}")
         bits = unpack_mask(_numpy(record, key), int(m.sum()), key)
-        s = torch.zeros(m.numel(), dtype=torch.float32)
-        s[m] = bits.to(torch.float32) * 2 - 1
-        out[k] = s
+        b = torch.zeros(m.numel(), dtype=torch.bool)
+        b[m] = bits
+        out[k] = b
     return out
 
 

@@ -163,3 +163,61 @@ def test_fedmef_extrudes_before_prune_rounds_and_saves_activation_memory():
     assert mef["history"][1]["client_extruded-weights"] > 0  # round 1 precedes the prune at round 2
     assert tiny["history"][1]["client_extruded-weights"] == 0
     assert mef["history"][1]["client_activation-bytes"] < 0.9 * tiny["history"][1]["client_activation-bytes"]
+
+
+def test_abstentions_flip_keep_abstain():
+    from prunekit_federated.training import abstentions
+
+    start = {"w": torch.tensor([0.5, 0.5, -0.5, -0.5, 0.5])}
+    end = {"w": torch.tensor([-0.1, 0.7, -0.2, 0.3, 0.5])}
+    # flipped, reinforced, shrank (abstain), flipped, unchanged (keep)
+    assert abstentions(start, end)["w"].tolist() == [False, False, True, False, False]
+
+
+def test_two_bit_vote_ignores_abstentions():
+    strategy = build_strategy("hidenseek", tiny_cfg("hidenseek", vote="abstain"))
+    k = "fc2.weight"
+    idx = strategy.mask[k].nonzero().flatten()[:2]
+    dense = {name: strategy.state[name] for name in strategy.shapes if name not in strategy.mask.groups}
+
+    def upd(vals, abstain, n):
+        s = {name: strategy.signs[name].clone() for name in strategy.mask.groups}
+        a = {name: torch.zeros_like(s[name], dtype=torch.bool) for name in s}
+        s[k][idx], a[k][idx] = torch.tensor(vals), torch.tensor(abstain)
+        return {"state": dense, "signs": s, "abstain": a, "n": n}
+    # weight 0: one node flips, two larger nodes kept the sign but abstain -> flip (a majority vote keeps it)
+    # weight 1: same flip, the larger nodes reinforced the sign (vote keep) -> keep
+    good = [upd([-1.0, -1.0], [False, False], 1.0), upd([1.0, 1.0], [True, False], 2.0),
+            upd([1.0, 1.0], [True, False], 2.0)]
+    strategy.combine(1, good)
+    assert strategy.signs[k][idx].tolist() == [-1.0, 1.0]
+    assert strategy.history[1]["sign_flips"] == 1
+
+
+def test_two_bit_vote_over_messages():
+    one, _ = _run("hidenseek", rounds=1)
+    two, _ = _run("hidenseek", rounds=1, vote="abstain")
+    mask = build_strategy("hidenseek", tiny_cfg("hidenseek", vote="abstain")).mask
+    packed = sum((int(m.sum()) + 7) // 8 for m in mask.groups.values())
+    h1, h2 = one["history"][1], two["history"][1]
+    assert h2["accepted"] == 3 and not h2["rejected"]
+    extra = _per_client_up(h2) - _per_client_up(h1)  # one more packed bit per kept weight, plus record framing
+    assert packed <= extra < packed + 250 * len(mask.groups)  # ~180 B of Flower framing per array
+
+
+def test_two_bit_vote_rejects_abstaining_on_a_flipped_weight():
+    from prunekit_federated import transport as tp
+
+    strategy = build_strategy("hidenseek", tiny_cfg("hidenseek", vote="abstain"))
+    flipped = {k: -strategy.signs[k] for k in strategy.mask.groups}
+    everywhere = {k: strategy.mask[k].clone() for k in strategy.mask.groups}
+    dense = {k: v for k, v in strategy.state.items() if k not in strategy.mask.groups}
+    from flwr.app import RecordDict
+
+    rec = tp.add_arrays(tp.encode_state(dense, None), {**tp.encode_signs(flipped, strategy.mask),
+                                                       **tp.encode_kept_bits(everywhere, strategy.mask, "a/")})
+    with pytest.raises(tp.MalformedUpdate, match="abstains on a weight whose sign it flipped"):
+        strategy.decode(1, RecordDict({"arrays": rec}))
+    del rec["a/fc2.weight"]
+    with pytest.raises(tp.MalformedUpdate, match="missing entries: a/fc2.weight"):
+        strategy.decode(1, RecordDict({"arrays": rec}))

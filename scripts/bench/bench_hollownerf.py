@@ -11,7 +11,7 @@ culling differ):
                        30 / 55 / 80 % targets of the issue;
 - ``dense-matched@f``  a dense grid whose table has as many parameters as the compacted hollow@f model.
 
-PSNR is measured on held-out views (every 8th), parameters are hash-table parameters after compaction,
+PSNR is measured on held-out views (every 8th; ``psnr_train``: on the training views), parameters are hash-table parameters after compaction,
 render time is the wall time to render the held-out views (ratios against ``dense`` of the same run).
 Writes ``bench-out/hollownerf.json`` after every run (partial results survive an interruption).
 
@@ -104,8 +104,10 @@ def main(argv=None) -> int:
         fld, stats = res.field, {}
         if mode == "hollow":
             fld, stats = compact_field(res.field)
-        ev = evaluate(fld, te, a.samples, fld.saliency.keep_fn() if mode == "hollow" else res.keep_fn())
+        keep = fld.saliency.keep_fn() if mode == "hollow" else res.keep_fn()
+        ev = evaluate(fld, te, a.samples, keep)
         r = {"mode": mode, "table_size": table_size, "psnr": ev["psnr"], "psnr_per_view": ev["psnr_per_view"],
+             "psnr_train": evaluate(fld, tr, a.samples, keep)["psnr"],
              "render_seconds": ev["render_seconds"], "field_queries": ev["field_queries"], "samples": ev["samples"],
              "train_seconds": res.log["train_seconds"], "wall_seconds": time.perf_counter() - t0,
              "sizes": sizes(fld), "allocated_hash_params": table_size * a.levels * 2,
@@ -146,7 +148,9 @@ def _combine(paths: list[str], output: str) -> int:
     for n in names:
         ps = [f["runs"][n]["psnr"] for f in files]
         first = files[0]["runs"][n]
+        tr = [f["runs"][n].get("psnr_train") for f in files]
         runs[n] = {"psnr": sum(ps) / len(ps), "psnr_each": ps, "psnr_min": min(ps), "psnr_max": max(ps),
+                   **({"psnr_train": sum(tr) / len(tr), "psnr_train_each": tr} if None not in tr else {}),
                    "seeds": [f["inputs"].get("seed", 0) for f in files],
                    **{k: first[k] for k in ("sizes", "render_seconds", "field_queries", "mode", "table_size")}}
         if n.startswith("hollow@"):

@@ -11,6 +11,8 @@ Per step, for a batch of (image x0, text conditioning c, prompt embedding e):
       + w_S * (-std(code ratios)) + w_M * (1 - max(code ratios))     code diversity (paper's L_std, L_max)
 
 The first ``warmup`` fraction of steps runs without the quantiser (the predictor's own gates).
+:func:`step_losses` computes every term of one step (also used by ``scripts/bench/diag_aptp_alloc.py``).
+With ``assign_codes=False`` the assignment term trains the predictor only (the codes are detached in it).
 Paper weights (METHODS.md 6.2): 2 R, 100 contrastive, 0.2 distill, 0.1 std, 0.1 max; the per-block
 activation loss (0.2 L_block) is not implemented. Defaults here are scaled for tiny models and few steps
 and are documented in :class:`AptpConfig`.
@@ -42,6 +44,7 @@ class AptpConfig:
     w_contrastive: float = 1.0
     w_distill: float = 0.2
     w_assign: float = 1.0
+    assign_codes: bool = True  # False: the assignment loss trains the predictor only (codes detached in it)
     w_std: float = 0.1
     w_max: float = 0.1
     snr_gamma: float = 5.0
@@ -57,6 +60,51 @@ def min_snr_weight(scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
     abar = scheduler.alphas_cumprod.to(t.device)[t]
     snr = abar / (1 - abar)
     return torch.clamp(snr, max=gamma) / snr
+
+
+def step_losses(router: AptpRouter, unet: torch.nn.Module, ctl, macs: MacModel, noise_scheduler,
+                b: dict[str, torch.Tensor], config: AptpConfig, quantise: bool = True,
+                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """One router-training step's loss terms (the module formula) on batch ``b``.
+
+    Returns ``(terms, routing)``: ``terms`` holds the unweighted ``ddpm``, ``resource``, ``contrastive``,
+    ``distill`` and, with the quantiser, ``assign``, ``std`` (= -std of the code ratios) and ``max``
+    (= 1 - max), plus the per-sample ``ddpm_each`` / ``distill_each``, ``mac_ratios`` and the weighted
+    total ``loss``; ``routing`` is the router's output (``gates``, ``index``, ``plan``, ...).
+    """
+    x0, cond, emb = b["images"], b["encoder_hidden_states"], b["prompt_emb"]
+    noise = torch.randn_like(x0)
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (x0.shape[0],))
+    xt = noise_scheduler.add_noise(x0, noise, t)
+    ctl.clear()
+    with torch.no_grad():
+        full = unet(xt, t, cond).sample
+    r = router(emb, quantise=quantise)
+    ctl.set(r["gates"])
+    try:
+        pred = unet(xt, t, cond).sample
+    finally:
+        ctl.clear()
+    w = min_snr_weight(noise_scheduler, t, config.snr_gamma)
+    ddpm_each = w * (pred - noise).pow(2).mean(dim=(1, 2, 3))
+    distill_each = (pred - full).pow(2).mean(dim=(1, 2, 3))
+    ratios = macs.ratio(r["gates"])
+    terms = {"ddpm": ddpm_each.mean(), "resource": resource_loss(ratios, config.keep_macs),
+             "contrastive": contrastive_loss(router.match_vectors(r["bits"]), emb), "distill": distill_each.mean(),
+             "ddpm_each": ddpm_each, "distill_each": distill_each, "mac_ratios": ratios}
+    loss = terms["ddpm"] + config.w_resource * terms["resource"] + config.w_contrastive * terms["contrastive"] \
+        + config.w_distill * terms["distill"]
+    if r["plan"] is not None:
+        sims = r["sims"] if config.assign_codes else \
+            router.match_vectors(r["bits"]) @ router.match_vectors(r["code_bits"].detach()).T
+        terms["assign"] = assignment_loss(sims, r["plan"])
+        loss = loss + config.w_assign * terms["assign"]
+        if config.n_codes > 1:  # the spread terms are undefined (std) or moot for one code
+            code_ratios = macs.ratio(r["code_bits"])
+            terms["std"], terms["max"] = -code_ratios.std(), 1 - code_ratios.max()
+            loss = loss + config.w_std * terms["std"] + config.w_max * terms["max"]
+    terms["loss"] = loss
+    return terms, r
 
 
 def train_router(unet: torch.nn.Module, noise_scheduler, batches: Callable[[int], dict[str, torch.Tensor]],
@@ -82,38 +130,16 @@ def train_router(unet: torch.nn.Module, noise_scheduler, batches: Callable[[int]
     t0 = time.perf_counter()
     try:
         for step in range(config.steps):
-            b = batches(step)
-            x0, cond, emb = b["images"], b["encoder_hidden_states"], b["prompt_emb"]
-            noise = torch.randn_like(x0)
-            t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (x0.shape[0],))
-            xt = noise_scheduler.add_noise(x0, noise, t)
-            ctl.clear()
-            with torch.no_grad():
-                full = unet(xt, t, cond).sample
             router.train()
-            r = router(emb, quantise=step >= config.warmup * config.steps)
-            ctl.set(r["gates"])
-            pred = unet(xt, t, cond).sample
-            ctl.clear()
-            w = min_snr_weight(noise_scheduler, t, config.snr_gamma)
-            l_ddpm = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
-            ratios = macs.ratio(r["gates"])
-            l_res = resource_loss(ratios, config.keep_macs)
-            l_con = contrastive_loss(router.match_vectors(r["bits"]), emb)
-            l_dis = F.mse_loss(pred, full)
-            loss = l_ddpm + config.w_resource * l_res + config.w_contrastive * l_con + config.w_distill * l_dis
-            if r["plan"] is not None:
-                code_ratios = macs.ratio(r["code_bits"])
-                loss = loss + config.w_assign * assignment_loss(r["sims"], r["plan"])
-                if config.n_codes > 1:  # the spread terms are undefined (std) or moot for one code
-                    loss = loss + config.w_std * -code_ratios.std() + config.w_max * (1 - code_ratios.max())
+            terms, r = step_losses(router, unet, ctl, macs, noise_scheduler, batches(step), config,
+                                   quantise=step >= config.warmup * config.steps)
             opt.zero_grad()
-            loss.backward()
+            terms["loss"].backward()
             opt.step()
             if step % config.log_every == 0 or step == config.steps - 1:
                 counts = torch.bincount(r["index"], minlength=config.n_codes).tolist()
-                rec = {"step": step, "loss": loss.item(), "ddpm": l_ddpm.item(), "resource": l_res.item(),
-                       "contrastive": l_con.item(), "distill": l_dis.item(), "mac_ratio": ratios.mean().item(),
+                rec = {"step": step, **{k: terms[k].item() for k in ("loss", "ddpm", "resource", "contrastive", "distill")},
+                       "mac_ratio": terms["mac_ratios"].mean().item(),
                        "codes": counts, "seconds": round(time.perf_counter() - t0, 1)}
                 log.append(rec)
                 if progress:

@@ -163,6 +163,39 @@ def test_one_code_static_training_stays_finite():
     assert torch.isfinite(router.codes).all()
 
 
+def test_step_losses_assignment_term_moves_the_codes_only_when_asked():
+    """``assign_codes=False``: the assignment loss trains the predictor, not the codes (same value)."""
+    from diffusers import DDPMScheduler
+
+    from prunekit_diffusion.aptp.train import AptpConfig, step_losses
+
+    unet = tiny_unet()
+    layout = discover(unet)
+    x, t, e = inputs()
+    macs = gated_macs(unet, layout, x[:1], t[:1], e[:1])
+    g = torch.Generator().manual_seed(2)
+    b = {"images": torch.randn(8, 4, 16, 16, generator=g), "encoder_hidden_states": torch.randn(8, 5, 8, generator=g),
+         "prompt_emb": torch.randn(8, 6, generator=g)}
+    ctl = install(unet, layout)
+    grads, values = {}, {}
+    try:
+        for flag in (True, False):
+            torch.manual_seed(0)
+            router = AptpRouter(layout, 6, 3).train()
+            torch.manual_seed(1)
+            terms, r = step_losses(router, unet, ctl, macs, DDPMScheduler(num_train_timesteps=1000), b,
+                                   AptpConfig(n_codes=3, assign_codes=flag))
+            assert r["plan"] is not None and {"ddpm", "distill", "resource", "std", "max"} <= set(terms)
+            values[flag] = terms["assign"].item()
+            grads[flag] = torch.autograd.grad(terms["assign"], [router.codes, router.predictor[0].weight],
+                                              allow_unused=True)
+    finally:
+        ctl.remove()
+    assert values[True] == pytest.approx(values[False])
+    assert grads[True][0].abs().sum() > 0 and grads[False][0] is None  # no path from the term to the codes
+    assert grads[False][1].abs().sum() > 0  # the predictor still learns to follow the plan
+
+
 def test_export_reload_round_trip_and_bad_manifests(tmp_path):
     from prunekit_diffusion.aptp.bundle import export_experts, load_bundle
 

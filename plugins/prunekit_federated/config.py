@@ -161,8 +161,15 @@ class HideNseekConfig(FedConfig):
         "majority", "sign aggregation: sample-weighted majority of the nodes' signs, or a 2-bit "
                     "{flip, keep, abstain} vote where a node whose score shrank without flipping abstains (ours)")
 
+    vote_momentum: float = option(
+        0.0, "server vote momentum beta: running tally T = beta T + (1 - beta) v of the normalised sign votes; "
+             "a sign flips where sign * T < -vote_margin (0 = plain majority; ours)")
+    vote_margin: float = option(0.0, "margin the running vote tally must cross against a sign to flip it (ours)")
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not (0.0 <= self.vote_momentum < 1.0) or not (0.0 <= self.vote_margin < 1.0):
+            raise ValueError("vote_momentum and vote_margin must be in [0, 1)")
         if self.vote not in ("majority", "abstain"):
             raise ValueError(f"vote must be 'majority' or 'abstain', got {self.vote!r}")
         if self.synflow_iters < 1 or self.score_lr <= 0 or self.score_init <= 0:

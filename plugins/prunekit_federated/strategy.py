@@ -18,6 +18,10 @@ All three subclass :class:`flwr.serverapp.strategy.FedAvg` and override
   METHODS.md 9.3). With ``cfg.vote == "abstain"`` (ours) nodes also send one abstain
   bit per kept weight (:func:`~.training.abstentions`) and the vote is taken over the
   nodes that did not abstain, sigma = sign(sum_i n_i (1 - a_i) sigma_i), ties keep.
+  Vote momentum (ours, ``cfg.vote_momentum`` beta, ``cfg.vote_margin`` mu; off by
+  default): the server keeps a running tally T = beta T + (1 - beta) v of the
+  normalised vote v = sum_i n_i sigma_i / sum_i n_i and flips a sign only where
+  sigma T < -mu, so a flip needs a majority that persists or is large (still 1 bit up).
   Biases and BN tensors are averaged densely. With
   ``cfg.bn_calibration`` (ours) Flower's evaluate phase then asks the round's nodes for
   BN running statistics of the voted model and pools them (mean and second moment).
@@ -344,6 +348,7 @@ class SignSupermaskFedAvg(DenseFedAvg):
         self.mask = mask
         self.base = frozen_weights(self.state, mask, cfg.weight_scale)
         self.signs = {k: torch.where(mask[k], 1.0, 0.0) for k in mask.groups}
+        self.tally = {k: torch.zeros(mask[k].numel()) for k in mask.groups}  # vote momentum (cfg.vote_momentum)
         self.has_base: set[int] = set()
 
     def global_record(self) -> ArrayRecord:
@@ -390,11 +395,15 @@ class SignSupermaskFedAvg(DenseFedAvg):
             if k not in self.mask.groups:
                 self.state[k] = sum(u["n"] * u["state"][k] for u in good) / total
         flips = 0
+        beta, margin = getattr(self.cfg, "vote_momentum", 0.0), getattr(self.cfg, "vote_margin", 0.0)
         for k, m in self.mask.groups.items():
             # 2-bit vote (cfg.vote == "abstain"): a node's abstentions do not count either way
             vote = sum(u["n"] * u["signs"][k] * (1.0 - u["abstain"][k].float() if "abstain" in u else 1.0)
-                       for u in good)
-            new = torch.where(vote > 0, 1.0, torch.where(vote < 0, -1.0, self.signs[k])) * m.float()
+                       for u in good) / total
+            # running tally T = beta T_prev + (1 - beta) v; flip only where sigma * T < -margin
+            # (beta = margin = 0: the plain majority vote, a tie keeps the sign)
+            tally = self.tally[k] = beta * self.tally[k] + (1.0 - beta) * vote
+            new = torch.where(self.signs[k] * tally < -margin, -self.signs[k], self.signs[k]) * m.float()
             flips += int((new != self.signs[k]).sum())
             self.signs[k] = new
         self._round(server_round)["sign_flips"] = flips

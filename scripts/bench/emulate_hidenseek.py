@@ -116,7 +116,10 @@ def main(argv=None) -> int:
         hist.append(row)
         print(json.dumps(row), flush=True)
     w = a.final_window
-    out = {"script": "emulate_hidenseek.py", "args": vars(a), "config": cfg.to_record(),
+    from prunekit.report import machine_info
+
+    out = {"script": "emulate_hidenseek.py", "machine": machine_info(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "args": vars(a), "config": cfg.to_record(),
            "final_accuracy": sum(h["accuracy"] for h in hist[-w:]) / w, "last_accuracy": hist[-1]["accuracy"],
            "cpu_s": time.process_time() - t0, "history": hist}
     print(json.dumps({k: v for k, v in out.items() if k != "history"}), flush=True)

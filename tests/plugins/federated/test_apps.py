@@ -221,3 +221,29 @@ def test_two_bit_vote_rejects_abstaining_on_a_flipped_weight():
     del rec["a/fc2.weight"]
     with pytest.raises(tp.MalformedUpdate, match="missing entries: a/fc2.weight"):
         strategy.decode(1, RecordDict({"arrays": rec}))
+
+
+def test_vote_momentum_needs_a_persistent_or_large_majority():
+    strategy = build_strategy("hidenseek", tiny_cfg("hidenseek", vote_momentum=0.5))
+    k = "fc2.weight"
+    idx = strategy.mask[k].nonzero().flatten()[:2]
+    dense = {name: strategy.state[name] for name in strategy.shapes if name not in strategy.mask.groups}
+
+    def upd(vals, n):
+        s = {name: strategy.signs[name].clone() for name in strategy.mask.groups}
+        s[k][idx] = torch.tensor(vals)
+        return {"state": dense, "signs": s, "n": n}
+
+    def rnd(r, votes):  # votes: per node the two signs, equal weights
+        strategy.combine(r, [upd(v, 1.0) for v in votes])
+        return strategy.signs[k][idx].tolist()
+    keep = [[1.0, 1.0]] * 4
+    assert rnd(1, keep) == [1.0, 1.0]  # tally 0.5
+    # 3 of 4 nodes flip weight 0 (v = -0.5): T = 0.25 - 0.25 = 0, not below 0 -> a plain majority would flip
+    assert rnd(2, [[-1.0, 1.0]] * 3 + [[1.0, 1.0]]) == [1.0, 1.0]
+    assert rnd(3, [[-1.0, 1.0]] * 3 + [[1.0, 1.0]]) == [-1.0, 1.0]  # persists: T = -0.25 -> flip
+    # a tied round keeps the new sign: the tally decays towards 0 (T = -0.125) without crossing it
+    assert rnd(4, [[-1.0, 1.0]] * 2 + [[1.0, 1.0]] * 2) == [-1.0, 1.0]
+    assert strategy.tally[k][idx[0]].item() == pytest.approx(-0.125)
+    with pytest.raises(ValueError, match="vote_momentum"):
+        tiny_cfg("hidenseek", vote_momentum=1.0)

@@ -11,8 +11,9 @@ the Ray bench's but are not identical (reply order), so final figures come from
 
 ``--counterfactuals`` also evaluates, every round, the voted signs with the previous
 round's dense tensors (biases, BN affine) and the previous signs with the new dense
-tensors, to see which of the two moves the accuracy between rounds, and counts flips
-that undo the previous round's flips.
+tensors, to see which of the two moves the accuracy between rounds, counts flips
+that undo the previous round's flips, and (from ``--counterfactuals-from``) evaluates
+the round's flips undone in one layer at a time.
 
     .venv/bin/python scripts/bench/emulate_hidenseek.py --set vote_momentum=0.5 --out /tmp/x.json
 """
@@ -35,6 +36,7 @@ def parse_args(argv=None):
     p.add_argument("--sparsity", type=float, default=0.9)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="HideNseekConfig override")
     p.add_argument("--counterfactuals", action="store_true")
+    p.add_argument("--counterfactuals-from", type=int, default=10, help="first round of the per-layer counterfactuals")
     p.add_argument("--final-window", type=int, default=3)
     p.add_argument("--out", default="")
     return p.parse_args(argv)
@@ -111,6 +113,9 @@ def main(argv=None) -> int:
             row["acc_old_signs_new_dense"] = calibrated_acc(st.state, old_signs)
             if prev_flipped is not None:
                 row["reverted_flips"] = int(sum(int((flipped[k] & prev_flipped[k]).sum()) for k in prun))
+            row["flips_per_layer"] = {k: int(flipped[k].sum()) for k in prun}
+            if r >= a.counterfactuals_from:  # this round's flips undone in one layer only
+                row["acc_old_signs_in_layer"] = {k: calibrated_acc(st.state, {**st.signs, k: old_signs[k]}) for k in prun}
         prev_flipped = flipped
         row["cpu_s"] = round(time.process_time() - t0, 1)
         hist.append(row)

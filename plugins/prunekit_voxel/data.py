@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -44,6 +44,16 @@ def samples_of(scan: LabelledScan, voxel_size: float, exprs: list[Expression]) -
     return [Sample(scan.name, vox, e.text, boxes[e.target], boxes,
                    boxes[[e.anchor]] if e.anchor is not None else torch.zeros(0, 6), e.kind,
                    instance_sites(scan, int(scan.box_instance[e.target]), voxel_size)) for e in exprs]
+
+
+def to_room_frame(scan: LabelledScan) -> LabelledScan:
+    """The scan translated so its floor plan starts at the origin (min x = min y = 0; z kept), the
+    frame of the generated rooms (``rooms.make_room``: x, y in [0, extent]). The network's learned
+    xyz embedding and box offsets have only seen that frame; ScanNet scans are centred on 0."""
+    shift = np.array([scan.points[:, 0].min(), scan.points[:, 1].min(), 0.0])
+    boxes = scan.boxes.copy()
+    boxes[:, :3] -= shift
+    return replace(scan, points=scan.points - shift, boxes=boxes)
 
 
 def instance_sites(scan: LabelledScan, instance: int, voxel_size: float) -> torch.Tensor:

@@ -42,7 +42,7 @@ import torch
 from prunekit import atomic_write_text, machine_info
 from prunekit.errors import InputError, PrunekitError
 from prunekit_voxel.checkpoint import load_checkpoint
-from prunekit_voxel.data import expressions_of, room_sample, samples_of
+from prunekit_voxel.data import expressions_of, room_sample, samples_of, to_room_frame
 from prunekit_voxel.metrics import accuracy_at, box_iou
 from prunekit_voxel.rooms import ALL_CLASSES
 from prunekit_voxel.scannet import load_scannet
@@ -100,7 +100,7 @@ def paired(a_ious, b_ious, at: float = 0.25) -> dict:
     and its standard error ``std(d, ddof=1) / sqrt(n)``; also how many samples each setting alone gets."""
     a, b = np.asarray(a_ious) >= at, np.asarray(b_ious) >= at
     d = b.astype(float) - a.astype(float)
-    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None  # undefined for one sample
     return {"at": at, "n": int(len(d)), "diff": float(d.mean()), "se": se,
             "only_a": int((a & ~b).sum()), "only_b": int((b & ~a).sum())}
 
@@ -213,6 +213,9 @@ def main(argv=None) -> int:
     ap.add_argument("--scan-classes", action="store_true",
                     help="held-out/validation rooms also hold the scan's extra classes (rooms.SCAN_SIZES)")
     ap.add_argument("--objects", type=int, nargs=2, default=(4, 10), help="objects per generated room")
+    ap.add_argument("--scan-frame", choices=("room", "raw"), default="room",
+                    help="room: translate the scan so its floor plan starts at the origin, like the training rooms "
+                         "(data.to_room_frame); raw: ScanNet's own frame, centred on 0")
     ap.add_argument("--compare-with", type=Path, default=None,
                     help="an earlier bench JSON on the same rooms: paired differences of each setting (this - that)")
     ap.add_argument("--out", type=Path, default=Path("bench-out/tsp3d.json"))
@@ -248,6 +251,7 @@ def main(argv=None) -> int:
         result["scannet"] = "skipped: --scan-limit 0"
     elif (SCANNET / "scene0000_00_vert_all.npy").exists():
         scan = load_scannet(SCANNET)
+        scan = to_room_frame(scan) if args.scan_frame == "room" else scan
         exprs = expressions_of(scan)
         step = max(1, len(exprs) // max(1, args.scan_limit))
         result["scannet"] = run(net, encoder, samples_of(scan, vs, exprs[::step][: args.scan_limit]), vs,
@@ -265,12 +269,12 @@ def main(argv=None) -> int:
                 print("   stages", {k: round(v, 4) for k, v in s["mean_stage_cpu_seconds"].items()}, "counts",
                       {k: round(v) for k, v in s["mean_counts"].items()})
             for name, d in result[part]["paired"].items():
-                print("   paired", name, {k: (round(v["diff"], 3), round(v["se"], 3), v["only_a"], v["only_b"])
+                print("   paired", name, {k: (round(v["diff"], 3), v["se"] and round(v["se"], 3), v["only_a"], v["only_b"])
                                          for k, v in d.items()})
     for part, d in result.get("compare_with", {}).items():
         if isinstance(d, dict):
             for name, v in d.items():
-                print("compare", part, name, {k: (round(x["diff"], 3), round(x["se"], 3)) for k, x in v.items()})
+                print("compare", part, name, {k: (round(x["diff"], 3), x["se"] and round(x["se"], 3)) for k, x in v.items()})
     print(f"wrote {args.out}")
     return 0
 

@@ -47,3 +47,19 @@ def test_scan_classes_are_opt_in_and_wall_mounted_ones_touch_a_wall():
             else:
                 assert np.isclose(b[2], b[5] / 2)
     assert set(SCAN_SIZES) <= seen
+
+
+def test_to_room_frame_moves_the_floor_plan_to_the_origin_with_the_boxes():
+    from dataclasses import replace
+
+    from prunekit_voxel.data import to_room_frame
+
+    r = make_room(1)
+    off = np.array([-3.5, -2.25, 0.0])  # a ScanNet-like frame centred near 0
+    b = r.boxes.copy()
+    b[:, :3] += off
+    moved = to_room_frame(replace(r, points=r.points + off, boxes=b))
+    assert np.allclose(moved.points[:, :2].min(0), 0.0) and np.allclose(moved.points, r.points)
+    assert np.allclose(moved.boxes, r.boxes)  # the room's own floor plan already started at 0
+    assert all(points_in_boxes(moved.object_points(i), moved.boxes[i:i + 1], margin=1e-9).all()
+               for i in range(len(moved.boxes)))

@@ -195,6 +195,12 @@ def main() -> None:
     fams = family_batches(T.Canvases(xtr, ytr, table, 7), table, a.n, 11)
     base = AptpConfig(n_codes=4, keep_macs=0.6, steps=a.steps, batch=a.batch, lr=a.lr, seed=0, log_every=50)
     res: dict = {"cached": {}, "routers": {}}
+
+    def save() -> None:
+        out = {"benchmark": "aptp_alloc_diag", "machine_info": machine_info(), "args": {k: str(x) for k, x in vars(a).items()},
+               "results": res, "total_cpu_s": time.process_time() - c0}
+        atomic_write_text(a.out, json.dumps(out, indent=1, default=float) + "\n")
+
     for name, folder in (("aptp", a.router), ("static", a.static)):
         bundle = load_bundle(folder)
         cfg = dataclasses.replace(base, n_codes=bundle.router.n_codes)
@@ -225,12 +231,8 @@ def main() -> None:
                                                                 "last_log": log[-1]}
         res["routers"][v] = entry
         print(v, json.dumps(entry["code_mac_ratio"]), json.dumps(entry["family_routing"]), flush=True)
-        out = {"benchmark": "aptp_alloc_diag", "machine_info": machine_info(), "args": {k: str(x) for k, x in vars(a).items()},
-               "results": res, "total_cpu_s": time.process_time() - c0}
-        atomic_write_text(a.out, json.dumps(out, indent=1, default=float) + "\n")
-    out = {"benchmark": "aptp_alloc_diag", "machine_info": machine_info(), "args": {k: str(x) for k, x in vars(a).items()},
-           "results": res, "total_cpu_s": time.process_time() - c0}
-    atomic_write_text(a.out, json.dumps(out, indent=1, default=float) + "\n")
+        save()  # after every router, so a stopped run keeps what it finished
+    save()
     print("->", a.out)
 
 

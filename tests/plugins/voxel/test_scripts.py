@@ -82,3 +82,32 @@ def test_train_then_bench(tmp_path):
     assert all(stages["full"][k] > 0 for k in ("encoder", "fusion_s8", "fusion_s4", "neck_convs", "head"))
     assert stages["full"]["cba"] == 0 < stages["tgp+cba"]["cba"]
     assert sum(stages["full"].values()) <= summary["full"]["mean_cpu_seconds"] + 1e-3  # stages do not overlap
+
+
+def _bench_json(path, tgp_hits: int, n: int = 10, texts: str = "t") -> Path:
+    """A minimal bench_tsp3d JSON: full right on every room, TGP / TGP+CBA right on the first tgp_hits."""
+    rows = [{"scene": i, "text": texts, **{k: {"iou": 0.5 if k == "full" or i < tgp_hits else 0.0, "cpu_seconds": c}
+                                           for k, c in (("full", 0.2), ("tgp", 0.1), ("tgp+cba", 0.125))}}
+            for i in range(n)]
+    path.write_text(json.dumps({"rooms": {"rows": rows}}))
+    return path
+
+
+def test_learning_curve_gap_changes_and_trend(tmp_path):
+    curve = _script("scripts/bench/tsp3d_curve.py")
+    pts = [["0", str(_bench_json(tmp_path / "a.json", 2))], ["10", str(_bench_json(tmp_path / "b.json", 4))],
+           ["20", str(_bench_json(tmp_path / "c.json", 6))]]
+    out = tmp_path / "curve.json"
+    assert curve.main([a for p in pts for a in ("--point", *p)] + ["--boots", "200", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    last = res["points"][-1]
+    assert last["gap"]["tgp - full"]["diff"] == -0.4 and last["speedup_vs_full"] == {"tgp": 2.0, "tgp+cba": 1.6}
+    ch = last["change_since_first"]["gap tgp - full"]  # per room: +1 on rooms 2..5, else 0
+    assert abs(ch["diff"] - 0.4) < 1e-12 and abs(ch["se"] - (0.4 * 0.6 * 10 / 9) ** 0.5 / 10 ** 0.5) < 1e-12
+    f = res["trend"]["tgp - full, all points"]  # gaps -0.8, -0.6, -0.4: slope 0.02 / minute, -0.01 at 39.5
+    assert abs(f["slope_per_minute"] - 0.02) < 1e-9 and abs(f["minutes_to_target"] - 39.5) < 1e-6
+    assert f["slope_se"] > 0 and f["slope_p2.5"] <= 0.02 <= f["slope_p97.5"]
+    _bench_json(tmp_path / "c.json", 6, texts="other")  # other rooms are refused, in one line
+    with pytest.raises(curve.InputError, match="rooms differ"):
+        curve.main([a for p in pts for a in ("--point", *p)] + ["--out", str(tmp_path / "x.json")])
+    assert not (tmp_path / "x.json").exists()

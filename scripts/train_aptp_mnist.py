@@ -15,9 +15,11 @@ the MNIST test set train everything; 8000..9999 are held out (same split as the 
 
 Outputs (cached under ``.cache/aptp_mnist/``): ``prompts.pt`` (prompt table + embeddings),
 ``classifier.safetensors`` (the digit classifier of ``scripts/train_mnist_diffusion.py``), ``unet/``
-(the trained ``UNet2DConditionModel``, EMA weights) and ``train_log.json``.
+(the trained ``UNet2DConditionModel``, EMA weights) and ``train_log.json``. ``--base NAME`` trains
+another base into ``NAME/`` with its log in ``train_log_NAME.json`` (same prompts and classifier).
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/train_aptp_mnist.py --minutes 10
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/train_aptp_mnist.py --base unet_4k --steps 4000 --minutes 1e9
 """
 
 from __future__ import annotations
@@ -114,6 +116,11 @@ def mnist_split():
     return (x[:N_TRAIN], y[:N_TRAIN]), (x[N_TRAIN:], y[N_TRAIN:])
 
 
+def base_log_path(base: str = "unet", cache: Path = CACHE) -> Path:
+    """Training log of the base UNet cached as ``cache/base`` (the default one keeps ``train_log.json``)."""
+    return cache / ("train_log.json" if base == "unet" else f"train_log_{base}.json")
+
+
 def make_pipeline(unet, scheduler=None):
     """The text-to-image pipeline (defined in :mod:`aptp_pipeline`, a diffusers ``DiffusionPipeline``)."""
     from aptp_pipeline import MiniLMCanvasPipeline
@@ -121,7 +128,8 @@ def make_pipeline(unet, scheduler=None):
     return MiniLMCanvasPipeline(unet=unet, scheduler=scheduler or sampling_scheduler(noise_scheduler().config))
 
 
-def train_unet(minutes: float, steps: int, batch: int, lr: float, seed: int, cache: Path = CACHE) -> dict:
+def train_unet(minutes: float, steps: int, batch: int, lr: float, seed: int, cache: Path = CACHE,
+               base: str = "unet") -> dict:
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(seed)
@@ -156,11 +164,11 @@ def train_unet(minutes: float, steps: int, batch: int, lr: float, seed: int, cac
             print(f"unet step {step} loss {loss.item():.4f} {time.perf_counter() - t0:.0f}s (cpu {time.process_time():.0f}s)",
                   flush=True)
         step += 1
-    ema.save_pretrained(cache / "unet")
+    ema.save_pretrained(cache / base)
     info = {"steps": step, "batch": batch, "lr": lr, "minutes": minutes, "train_seconds": time.perf_counter() - t0,
             "cpu_seconds": time.process_time(), "params": sum(p.numel() for p in model.parameters()), "log": log,
             "config": {k: list(v) if isinstance(v, tuple) else v for k, v in UNET_CONFIG.items()}}
-    (cache / "train_log.json").write_text(json.dumps(info, indent=1))
+    base_log_path(base, cache).write_text(json.dumps(info, indent=1))
     return info
 
 
@@ -182,15 +190,16 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--base", default="unet", help="cache sub-folder of the trained UNet (a new name keeps the old base)")
     ap.add_argument("--force", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(1)
     ensure_classifier()
     load_prompts()
-    if (CACHE / "unet" / "config.json").exists() and not a.force:
-        print(f"unet: cached in {CACHE}")
+    if (CACHE / a.base / "config.json").exists() and not a.force:
+        print(f"unet: cached in {CACHE / a.base}")
         return
-    info = train_unet(a.minutes, a.steps, a.batch, a.lr, a.seed)
+    info = train_unet(a.minutes, a.steps, a.batch, a.lr, a.seed, base=a.base)
     print(json.dumps({k: v for k, v in info.items() if k != "log"}))
 
 

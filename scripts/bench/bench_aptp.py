@@ -28,6 +28,12 @@ mean pixel < -0.8). Fréchet distance in the classifier's feature space between 
 and held-out real digits. Timing: process CPU time (the machine is shared): routing (MiniLM +
 router) vs the whole APTP pipeline call (wall-clock fractions are in the JSON too).
 
+``--base NAME`` benchmarks another cached base UNet (``scripts/train_aptp_mnist.py --base NAME``);
+``--seed`` seeds router training, canvases and fine-tune, ``--eval-seed`` the eval prompts (default
+seed + 1), so two training seeds can share one eval set. Each row keeps its per-prompt correctness
+(``ok``); ``results.aptp_minus_static`` is the paired accuracy difference with its standard error
+``std(ok_aptp - ok_static) / sqrt(n)`` (same prompts and sampling noise for both).
+
     OMP_NUM_THREADS=1 .venv/bin/python scripts/bench/bench_aptp.py
 """
 
@@ -52,12 +58,12 @@ def cpu() -> float:
     return time.process_time()
 
 
-def load_base():
+def load_base(base: str = "unet"):
     from diffusers import UNet2DConditionModel
 
-    if not (T.CACHE / "unet" / "config.json").exists():
-        raise SystemExit("no base model: run scripts/train_aptp_mnist.py first")
-    return UNet2DConditionModel.from_pretrained(T.CACHE / "unet").eval()
+    if not (T.CACHE / base / "config.json").exists():
+        raise SystemExit(f"no base model {base}: run scripts/train_aptp_mnist.py --base {base} first")
+    return UNet2DConditionModel.from_pretrained(T.CACHE / base).eval()
 
 
 def train_or_load(name: str, unet, data, table, codes: int, a) -> tuple:
@@ -65,7 +71,8 @@ def train_or_load(name: str, unet, data, table, codes: int, a) -> tuple:
     from prunekit_diffusion.aptp.bundle import export_experts, load_bundle
     from prunekit_diffusion.aptp.train import AptpConfig, train_router
 
-    folder = T.CACHE / f"{name}_k{codes}_p{a.keep}_s{a.steps}"
+    tag = ("" if a.base == "unet" else f"{a.base}_") + f"{name}_k{codes}_p{a.keep}_s{a.steps}"
+    folder = T.CACHE / (tag + (f"_seed{a.seed}" if a.seed else ""))
     if (folder / "aptp.json").exists() and not a.force:
         b = load_bundle(folder)
         return b.router, b.macs, b.experts, b.manifest.get("log", []), b.manifest.get("train_cpu_s", 0.0)
@@ -126,6 +133,7 @@ def quality(images, ids, table, clf, real_feats) -> dict:
         sel = [i for i, r in enumerate(rows) if r["family"] == fam]
         res[f"acc_{fam}"] = sum(ok[i] for i in sel) / len(sel)
     res["acc_all"] = sum(ok) / len(ok)
+    res["ok"] = [int(o) for o in ok]
     return res
 
 
@@ -204,14 +212,22 @@ def evaluate(pipe_base, enc, router, macs, experts, prompts, seeds, ids, table, 
             "route_fraction": route_c / (route_c + gen_c)}
 
 
-SAME_ARGS = ("steps", "keep", "batch", "lr", "ft_steps", "ft_lr", "ft_alpha", "n_eval", "sample_steps", "seed")
+def paired_difference(ok_a: list[int], ok_b: list[int]) -> dict:
+    """Mean of ``ok_a - ok_b`` over the same prompts and its standard error ``std / sqrt(n)``."""
+    d = torch.tensor(ok_a, dtype=torch.float64) - torch.tensor(ok_b, dtype=torch.float64)
+    return {"diff": float(d.mean()), "se": float(d.std() / len(d) ** 0.5), "n": len(d)}
+
+
+SAME_ARGS = ("base", "steps", "keep", "batch", "lr", "ft_steps", "ft_lr", "ft_alpha", "n_eval", "sample_steps", "seed",
+             "eval_seed")
 
 
 def reused_rows(path: Path, a) -> dict:
     """The unpruned and static rows of an earlier run with the same settings (their code path is deterministic)."""
     old = json.loads(path.read_text())
     mine = {k: str(v) for k, v in vars(a).items()}
-    diff = [k for k in SAME_ARGS if old["args"].get(k, "1.0" if k == "ft_alpha" else None) != mine[k]]
+    absent = {"ft_alpha": "1.0", "base": "unet", "eval_seed": "None"}  # arguments older runs did not record
+    diff = [k for k in SAME_ARGS if old["args"].get(k, absent.get(k)) != mine[k]]
     if diff:
         raise SystemExit(f"--static-from {path}: different settings {diff}")
     return {"base": old["results"]["base"], "static": old["results"]["static"] | {"reused_from": str(path)}}
@@ -237,7 +253,9 @@ def main() -> None:
     ap.add_argument("--sample-steps", type=int, default=20)
     ap.add_argument("--static-from", type=Path, help="reuse the unpruned and static rows of this earlier JSON "
                     "(same settings required) instead of recomputing them")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--base", default="unet", help="cached base UNet (sub-folder of .cache/aptp_mnist)")
+    ap.add_argument("--seed", type=int, default=0, help="router training, canvases and fine-tune")
+    ap.add_argument("--eval-seed", type=int, help="eval prompt draw (default: seed + 1)")
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args()
@@ -249,7 +267,7 @@ def main() -> None:
     from prunekit_diffusion.quality import DigitClassifier
 
     c_start = cpu()
-    unet = load_base()
+    unet = load_base(a.base)
     table = T.load_prompts()
     (xtr, ytr), (xte, yte) = T.mnist_split()
     data = T.Canvases(xtr, ytr, table, a.seed)
@@ -266,7 +284,7 @@ def main() -> None:
         router, macs, experts, log, secs = train_or_load(name, unet, data, table, k, a)
         runs[name] = {"router": router, "macs": macs, "experts": experts, "log": log, "train_cpu_s": secs}
 
-    ids = eval_prompts(table, a.n_eval, a.seed + 1)
+    ids = eval_prompts(table, a.n_eval, a.seed + 1 if a.eval_seed is None else a.eval_seed)
     prompts = [table["rows"][i]["text"] for i in ids]
     seeds = [10_000 + i for i in range(len(ids))]
     fams = [table["rows"][i]["family"] for i in ids]
@@ -311,7 +329,9 @@ def main() -> None:
             entry["finetune" + key], entry["finetune_cpu_s" + key] = info, cpu() - c0
             entry["finetuned" + key] = evaluate_(r["experts"])
         result[name] = entry
-        print(name, json.dumps({k: v for k, v in entry.items() if k not in ("train_log", "finetune")}), flush=True)
+        brief = {k: ({m: x for m, x in v.items() if m != "ok"} if isinstance(v, dict) else v)
+                 for k, v in entry.items() if k not in ("train_log", "finetune")}
+        print(name, json.dumps(brief), flush=True)
 
     if reuse is not None:
         result["static"] = reuse["static"]
@@ -326,8 +346,12 @@ def main() -> None:
         "code_share_within_5_60pct": min(shares) >= 0.05 and max(shares) <= 0.60,
         "routing_under_2pct": result["aptp"][aptp_key]["route_fraction"] < 0.02,
     }
+    if "ok" in result["static"][aptp_key]:
+        result["aptp_minus_static"] = {fam: paired_difference(*[[o for o, f in zip(result[m][aptp_key]["ok"], fams)
+                                                                  if fam in ("all", f)] for m in ("aptp", "static")])
+                                       for fam in T.FAMILIES + ("all",)}
     out = {"benchmark": "aptp", "machine_info": machine_info(), "args": {k: str(v) for k, v in vars(a).items()},
-           "base_train": json.loads((T.CACHE / "train_log.json").read_text()) | {"log": None},
+           "base_train": json.loads(T.base_log_path(a.base).read_text()) | {"log": None},
            "classifier": json.loads((T.CACHE / "classifier.json").read_text()),
            "eval": {"prompts_per_family": a.n_eval, "families": list(T.FAMILIES), "sample_steps": a.sample_steps},
            "results": result, "total_cpu_s": cpu() - c_start}

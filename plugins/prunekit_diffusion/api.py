@@ -12,7 +12,9 @@ budget (``keep_ratio``) → physical removal on a copy of the denoiser. ``rounds
 the iterative variant (:mod:`~prunekit_diffusion.iterative`: remove in rounds, re-score the
 survivors); ``per_mac=True`` ranks by score per MAC saved; ``keep_per_block=m`` keeps the ``m``
 best-scored operators of every denoiser block (:func:`~prunekit_diffusion.scoring.select_operators`;
-for the random baseline too). All three are our own, opt-in, not the paper's.
+for the random baseline too); ``granularity="sublayer"`` makes the operators of a DiT-family
+transformer the attention / feed-forward sublayers of its blocks instead of whole blocks
+(:mod:`~prunekit_diffusion.sublayers`). All four are our own, opt-in, not the paper's.
 """
 
 from __future__ import annotations
@@ -130,12 +132,13 @@ class PruneResult:
 
 
 def score_operators(model: torch.nn.Module, scheduler, calib: Calibration, method: str = "ld-pruner",
-                    seed: int = 0, progress: bool = True, per_mac: bool = False) -> tuple[list[Operator], Scores, int]:
+                    seed: int = 0, progress: bool = True, per_mac: bool = False,
+                    granularity: str = "operator") -> tuple[list[Operator], Scores, int]:
     """(operators, scores over the removable ones, total MACs per sample)."""
     if method not in METHODS:
         raise UsageError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     example = calib.example(model)
-    ops = discover_operators(model, example)
+    ops = discover_operators(model, example, granularity=granularity)
     total = total_macs(model, example)
     if method == "ld-pruner":
         scores = ld_pruner_scores(model, scheduler, ops, calib, progress=progress, per_mac=per_mac)
@@ -171,7 +174,7 @@ def prune_denoiser(model: torch.nn.Module, scheduler, *, keep_macs: float | None
                    keep_ratio: float | None = None, budget: Budget | None = None, calib: Any = None,
                    method: str = "ld-pruner", seed: int = 0, progress: bool = True, inplace: bool = False,
                    pipe: Any = None, rounds: int = 1, per_mac: bool = False, keep_per_block: int = 0,
-                   **calib_kw: Any) -> PruneResult:
+                   granularity: str = "operator", **calib_kw: Any) -> PruneResult:
     """Score, select and remove operators of ``model``; see the module docstring."""
     t0 = time.perf_counter()
     model.eval()
@@ -184,12 +187,12 @@ def prune_denoiser(model: torch.nn.Module, scheduler, *, keep_macs: float | None
     rounds_log = None
     if rounds == 1:
         with report.time("score"):
-            ops, scores, total = score_operators(model, scheduler, calib, method, seed, progress, per_mac)
+            ops, scores, total = score_operators(model, scheduler, calib, method, seed, progress, per_mac, granularity)
         bud = make_budget(ops, total, keep_macs, keep_ratio, budget)
         with report.time("select"):
             mask = select_operators(scores, removable(ops), bud, keep_per_block)
     else:
-        ops, total = discover_operators(model, example), total_macs(model, example)
+        ops, total = discover_operators(model, example, granularity=granularity), total_macs(model, example)
         bud = make_budget(ops, total, keep_macs, keep_ratio, budget)
         with report.time("score"):
             scores, mask, rounds_log = iterative_ld_pruner(model, scheduler, ops, calib, bud, rounds, per_mac, progress,
@@ -210,6 +213,7 @@ def prune_denoiser(model: torch.nn.Module, scheduler, *, keep_macs: float | None
         "operators": [{**op.to_dict(), "score": (vals[units.index(op)] if op in units else None),
                        "kept": (op not in drop)} for op in ops],
         "removed": removed, "rounds": rounds, "per_mac": per_mac, "keep_per_block": keep_per_block,
+        "granularity": granularity,
         **({"rounds_log": rounds_log} if rounds_log is not None else {}),
     }
     report.notes.append(f"removed {len(drop)} of {len(units)} removable operators "

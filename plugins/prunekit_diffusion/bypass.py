@@ -12,7 +12,13 @@
 
 Skip path (see :mod:`~prunekit_diffusion.operators`): ``x / s`` for shape-preserving
 operators (``s`` = the operator's output scale, 1 in stock configs, so the output *is*
-the input), ``conv_shortcut(x) / s`` for a resnet that changes the channel count.
+the input), ``conv_shortcut(x) / s`` for a resnet that changes the channel count, and
+zeros for a transformer-block sublayer (``granularity="sublayer"``, :mod:`~prunekit_diffusion.sublayers`:
+its residual branch then adds nothing; replaced by :class:`ZeroSublayer`, or the whole block is
+removed when all its sublayers go).
+
+Removal records name operators in the *original* model's indexing (block indices translated
+through earlier block deletions), in :func:`remove_operators` and back in :func:`apply_records`.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ def skip_output(module: nn.Module, op: Operator, args: tuple, kwargs: dict) -> A
     x = first_tensor(args, kwargs)
     if x is None:
         raise RuntimeError(f"{op.name}: called without a tensor input")
+    if op.adaptor == "zero":  # a sublayer's residual branch: adds nothing
+        return torch.zeros_like(x)
     if op.adaptor == "shortcut":
         x = module.conv_shortcut(x.contiguous())
     return _wrap(_scaled(x, op.scale), op.kind, kwargs)
@@ -141,8 +149,20 @@ class SkippedOperator(nn.Module):
         return f"kind={self.kind}, scale={self.scale:g}"
 
 
+class ZeroSublayer(nn.Module):
+    """A removed transformer-block sublayer (``attn1``/``attn2``/``ff``): returns zeros shaped like its
+    input, so the block's residual update ``h + gate * 0`` leaves ``h`` unchanged. No weights."""
+
+    _prunekit_skipped = True
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return torch.zeros_like(hidden_states)
+
+
 def replacement(module: nn.Module, record: dict[str, Any]) -> nn.Module:
     """The module that stands in for a removed operator described by ``record``."""
+    if record.get("adaptor") == "zero":
+        return ZeroSublayer()
     if record["kind"] == "block":
         return SkippedBlock(getattr(getattr(module, "norm1", None), "emb", None))
     if record["kind"] == "resnet":
@@ -159,6 +179,49 @@ def _parent(model: nn.Module, name: str) -> tuple[nn.ModuleList, int, str]:
     return parent, int(idx), parent_name
 
 
+def _replace(model: nn.Module, name: str, record: dict[str, Any]) -> None:
+    """Put the stand-in of ``record`` at ``name`` (a ModuleList element or a block's sublayer attribute)."""
+    parent_name, _, attr = name.rpartition(".")
+    if attr.isdigit():
+        parent, idx, _ = _parent(model, name)
+        parent[idx] = replacement(parent[idx], record)
+        return
+    parent = model.get_submodule(parent_name)
+    if not isinstance(getattr(parent, attr, None), nn.Module):
+        raise ValueError(f"operator {name}: no such submodule")
+    setattr(parent, attr, replacement(getattr(parent, attr), record))
+
+
+def _deleted(records: list[dict[str, Any]], list_name: str, config_only: bool = False) -> list[int]:
+    """Original indices of ``list_name`` deleted by ``records`` (only config-updated ones if ``config_only``)."""
+    return sorted(int(r["name"].rpartition(".")[2]) for r in records
+                  if r["mode"] == "delete" and r["name"].rpartition(".")[0] == list_name
+                  and (r.get("config_updated") or not config_only))
+
+
+def _renumber(name: str, gone_by_list: dict[str, list[int]], to_original: bool) -> str | None:
+    """``transformer_blocks.J[.rest]`` between current and original block indices, given the deleted ones
+    (None: original block ``J`` itself is deleted)."""
+    for list_name, gone in gone_by_list.items():
+        if gone and name.startswith(list_name + "."):
+            idx, _, rest = name[len(list_name) + 1:].partition(".")
+            if not idx.isdigit():
+                continue
+            j = int(idx)
+            if to_original:
+                j = [k for k in range(j + len(gone) + 1) if k not in set(gone)][j]
+            elif j in gone:
+                return None
+            else:
+                j -= sum(g < j for g in gone)
+            return f"{list_name}.{j}" + (f".{rest}" if rest else "")
+    return name
+
+
+def _lists(records: list[dict[str, Any]]) -> set[str]:
+    return {r["name"].rpartition(".")[0] for r in records if r["mode"] == "delete"}
+
+
 def removal_history(model: nn.Module) -> list[dict[str, Any]]:
     """Operators removed from ``model`` so far (names relative to the original model)."""
     return list(getattr(model, "_prunekit_removed", []))
@@ -171,10 +234,12 @@ def apply_records(model: nn.Module, records: list[dict[str, Any]]) -> nn.Module:
     a model built from the pruned config already has the pruned length.
     """
     deletions: dict[str, list[int]] = {}
+    absent = {ln: _deleted(records, ln, config_only=True) for ln in _lists(records)}  # not built from the config
     for r in records:
         if r["mode"] == "replace":
-            parent, idx, _ = _parent(model, r["name"])
-            parent[idx] = replacement(parent[idx], r)
+            name = _renumber(r["name"], absent, to_original=False)
+            if name is not None:  # else: inside a block deleted later (e.g. its last sublayer went)
+                _replace(model, name, r)
         elif not r.get("config_updated"):
             list_name, _, idx = r["name"].rpartition(".")
             deletions.setdefault(list_name, []).append(int(idx))
@@ -196,26 +261,31 @@ def remove_operators(model: nn.Module, ops: Iterable[Operator]) -> list[dict[str
     """Physically remove ``ops`` from ``model`` (in place); returns the removal records.
 
     Records name operators relative to the original model (block indices are translated
-    through earlier deletions), so they can be saved in a manifest and re-applied.
+    through earlier deletions), so they can be saved in a manifest and re-applied. Sublayers
+    that would empty their block are removed as that block
+    (:func:`~prunekit_diffusion.sublayers.merge_emptied_blocks`).
     """
-    ops = list(ops)
-    history = removal_history(model)
-    records: list[dict[str, Any]] = []
-    deletions: dict[str, list[tuple[int, Operator]]] = {}
+    from .sublayers import merge_emptied_blocks
+
     for op in ops:
         if not op.removable:
             raise ValueError(f"operator {op.name} cannot be removed: {op.reason}")
-        parent, idx, parent_name = _parent(model, op.name)
+    ops = merge_emptied_blocks(model, list(ops))
+    history = removal_history(model)
+    gone = {ln: _deleted(history, ln) for ln in _lists(history)}
+    records: list[dict[str, Any]] = []
+    deletions: dict[str, list[tuple[int, Operator]]] = {}
+    for op in ops:
         if op.kind == "block" and op.adaptor != "embedding":
+            _, idx, parent_name = _parent(model, op.name)
             deletions.setdefault(parent_name, []).append((idx, op))
             continue
-        parent[idx] = replacement(parent[idx], {"kind": op.kind, "adaptor": op.adaptor, "scale": op.scale})
-        records.append({"name": op.name, "kind": op.kind, "mode": "replace", "adaptor": op.adaptor,
-                        "scale": op.scale, "macs": op.macs, "params": op.params})
+        _replace(model, op.name, {"kind": op.kind, "adaptor": op.adaptor, "scale": op.scale})
+        records.append({"name": _renumber(op.name, gone, to_original=True), "kind": op.kind, "mode": "replace",
+                        "adaptor": op.adaptor, "scale": op.scale, "macs": op.macs, "params": op.params})
     for list_name, items in deletions.items():
         lst = model.get_submodule(list_name)
-        gone_before = sorted(int(r["name"].rpartition(".")[2]) for r in history
-                             if r["mode"] == "delete" and r["name"].rpartition(".")[0] == list_name)
+        gone_before = gone.get(list_name, [])
         original = [j for j in range(len(lst) + len(gone_before)) if j not in set(gone_before)]
         drop = {idx for idx, _ in items}
         _set_list(model, list_name, [m for j, m in enumerate(lst) if j not in drop])

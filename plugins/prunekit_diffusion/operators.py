@@ -22,6 +22,12 @@ would silently change the output layer. Operators that change the spatial shape 
 that return several tensors, and classes not listed above are reported as not
 removable, with the reason. Down/upsamplers are never operators.
 
+``granularity="sublayer"`` (our extension, not the paper's operator set; DiT-family models only)
+makes the operators of a transformer denoiser the residual sublayers of its blocks instead of whole
+blocks: ``attn1`` (self-attention), ``attn2`` (cross-attention, where present) and ``ff`` of every
+``BasicTransformerBlock``; removal = the sublayer adds nothing to the residual stream (adaptor
+``"zero"``). See :mod:`~prunekit_diffusion.sublayers`.
+
 Costs are measured on one probe forward pass (batch 1) at the calibration resolution:
 parameters, and MACs from :func:`~prunekit_diffusion.macs.count_macs`.
 """
@@ -37,18 +43,21 @@ from torch import nn
 from .macs import count_macs
 
 BLOCK_LISTS = ("transformer_blocks", "single_transformer_blocks", "blocks", "layers")
+#: "operator": the paper's operators (UNet resnets/attentions, whole transformer blocks);
+#: "sublayer": attention / feed-forward sublayers of DiT-family blocks (ours)
+GRANULARITIES = ("operator", "sublayer")
 
 
 @dataclass
 class Operator:
     name: str  # module path, e.g. "down_blocks.1.resnets.0"
-    kind: str  # "resnet" | "attention" | "transformer" | "block"
+    kind: str  # "resnet" | "attention" | "transformer" | "block" | "sublayer"
     cls: str
     params: int
     macs: int  # per sample at the probe resolution
     removable: bool
     reason: str = ""
-    adaptor: str = "identity"  # "identity" | "shortcut" | "embedding" (DiT block 0 keeps norm1.emb)
+    adaptor: str = "identity"  # "identity" | "shortcut" | "embedding" (DiT block 0 keeps norm1.emb) | "zero" (sublayer)
     adaptor_params: int = 0
     adaptor_macs: int = 0
     scale: float = 1.0  # output = skip / scale when removed
@@ -92,8 +101,12 @@ def _kind(module: nn.Module) -> str:
     return "other:" + name
 
 
-def candidates(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
+def candidates(model: nn.Module, granularity: str = "operator") -> list[tuple[str, nn.Module, str]]:
     """(path, module, kind) of every candidate operator, in forward order for UNets."""
+    if granularity != "operator":
+        from .sublayers import sublayer_candidates
+
+        return sublayer_candidates(model, granularity)
     out: list[tuple[str, nn.Module, str]] = []
     if is_unet(model):
         prefixes = [f"down_blocks.{i}" for i in range(len(model.down_blocks))]
@@ -157,6 +170,8 @@ def _removability(module: nn.Module, kind: str, x: torch.Tensor | None, y: torch
         return False, f"shape {tuple(x.shape)} -> {tuple(y.shape)} without a shortcut", "identity", 1.0
     if not same:
         return False, f"changes the shape {tuple(x.shape)} -> {tuple(y.shape)}", "identity", 1.0
+    if kind == "sublayer":  # residual branch inside a transformer block: removed = adds zero
+        return True, "", "zero", 1.0
     if kind == "attention":
         if not getattr(module, "residual_connection", False):
             return False, "attention without a residual connection", "identity", 1.0
@@ -172,17 +187,18 @@ def _nparams(m: nn.Module | None) -> int:
 
 @torch.no_grad()
 def discover_operators(model: nn.Module, example: tuple[torch.Tensor, torch.Tensor, dict] | None = None,
-                       calib=None) -> list[Operator]:
+                       calib=None, granularity: str = "operator") -> list[Operator]:
     """Every candidate operator of ``model`` with its cost and whether it can be removed.
 
     ``example`` is a ``(sample, timestep, kwargs)`` probe input (batch 1); by default it
     is built from ``calib`` (a :class:`~prunekit_diffusion.sampling.Calibration`).
+    ``granularity``: one of :data:`GRANULARITIES` (see the module docstring).
     """
     if example is None:
         from .sampling import Calibration
 
         example = (calib or Calibration(n=1)).example(model)
-    cands = candidates(model)
+    cands = candidates(model, granularity)
     if not cands:
         raise ValueError(f"{type(model).__name__}: no prunable operators found (expected a diffusers UNet or a transformer with a block list)")
     seen: dict[str, tuple] = {}

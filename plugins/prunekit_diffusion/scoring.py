@@ -111,7 +111,8 @@ def ld_pruner_scores(model: torch.nn.Module, scheduler, ops: Sequence[Operator],
 
 
 def block_of(op: Operator) -> str:
-    """The denoiser block an operator belongs to: ``"up_blocks.0.resnets.2"`` -> ``"up_blocks.0"``."""
+    """The denoiser block an operator belongs to: ``"up_blocks.0.resnets.2"`` -> ``"up_blocks.0"``;
+    a DiT block for a sublayer (``"transformer_blocks.3.ff"`` -> ``"transformer_blocks.3"``)."""
     parts = op.name.split(".")
     for i, p in enumerate(parts):
         if p in ("resnets", "attentions"):

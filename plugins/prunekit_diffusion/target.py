@@ -19,7 +19,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from prunekit import option
@@ -45,6 +45,9 @@ class DiffusionOptions:
     progress: bool = option(True, "show a progress bar over the scoring passes")
     keep_per_block: int = option(0, "keep at least this many operators in every denoiser block, so no resolution "
                                     "level is emptied (our constraint, not the paper's; 0: off)")
+    granularity: Literal["operator", "sublayer"] = option(
+        "operator", "operator: the paper's operators (UNet resnets/attentions, whole DiT blocks); sublayer: the "
+        "attention / feed-forward sublayers of DiT-family blocks (our extension)")
 
 
 @dataclass
@@ -164,8 +167,8 @@ class DiffusersTarget:
     def context(self, obj: DiffusersBundle, options: DiffusionOptions, path) -> DiffusionContext:
         calib = self._calibration(obj, options)
         example = calib.example(obj.model)
-        return DiffusionContext(calib, discover_operators(obj.model, example), total_macs(obj.model, example),
-                                options.progress)
+        return DiffusionContext(calib, discover_operators(obj.model, example, granularity=options.granularity),
+                                total_macs(obj.model, example), options.progress)
 
     def apply(self, obj: DiffusersBundle, mask, context: DiffusionContext, options, report,
               scores=None, budget=None) -> DiffusersBundle:

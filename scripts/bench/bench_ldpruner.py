@@ -28,7 +28,11 @@ denoiser, in one run on one machine:
 - every quality figure keeps its per-digit correctness (``"correct"``); ``--eval-seed`` and
   ``--random-first-seed`` move the evaluation noise and the random draws for replicate runs
   (``scripts/bench/ldpruner_seeds.py`` pools replicates);
-- a ``summary`` per model with the issue-6 targets evaluated (see :func:`summarize`).
+- a ``summary`` per model with the issue-6 targets evaluated (see :func:`summarize`);
+- ``--granularity sublayer`` (our extension, DiT only): the LD-Pruner and random rows use the DiT
+  blocks' attention / feed-forward sublayers as operators (rows ``ld-pruner-sublayer``,
+  ``random-sublayer-S``); ``--no-control`` skips the control fine-tune of the unpruned model (for a
+  run paired with an earlier one that has it).
 
 Writes ``bench-out/ldpruner.json`` (with ``machine_info()``). ``--combine A.json B.json``
 merges per-model result files of parallel runs into ``--out`` instead of benchmarking.
@@ -131,27 +135,29 @@ def bench_model(kind: str, a, clf, real_feats, train_x, train_y) -> dict:
     out["unpruned"] = {**sizes(base, calib), "quality": quality(base, sched, clf, real_feats, a.eval_n, a.eval_steps, a.eval_seed)}
 
     variants: dict[str, tuple] = {}  # name -> (pruned model, removed operators, extra info)
+    sfx, gran = suffix(a), {"granularity": a.granularity}
     t0 = time.perf_counter()
-    ld = prune_denoiser(base, sched, keep_macs=a.keep, calib=calib, method="ld-pruner", progress=a.progress)
+    ld = prune_denoiser(base, sched, keep_macs=a.keep, calib=calib, method="ld-pruner", progress=a.progress, **gran)
     out["ld_scoring_seconds"] = time.perf_counter() - t0
+    out["granularity"] = a.granularity
     out["operators"] = ld.report.extra["operators"]
-    variants["ld-pruner"] = (ld.model, [x["name"] for x in ld.removed], {})
+    variants["ld-pruner" + sfx] = (ld.model, [x["name"] for x in ld.removed], {})
     if a.score_check:
         out["score_check"] = score_check(base, sched, calib, ld, a)
     for rounds, per_mac, per_block in ld_variants(a.ld_variants):  # our own variants (re-scoring, per MAC, per block)
         t0 = time.perf_counter()
         v = prune_denoiser(base, sched, keep_macs=a.keep, calib=calib, method="ld-pruner", progress=a.progress,
-                           rounds=rounds, per_mac=per_mac, keep_per_block=per_block)
+                           rounds=rounds, per_mac=per_mac, keep_per_block=per_block, **gran)
         info = {"rounds": rounds, "per_mac": per_mac, "keep_per_block": per_block,
                 "scoring_seconds": time.perf_counter() - t0, "rounds_log": v.report.extra.get("rounds_log"),
                 "scores": {o["name"]: o["score"] for o in v.report.extra["operators"] if o["score"] is not None}}
-        variants[variant_name(rounds, per_mac, per_block)] = (v.model, [x["name"] for x in v.removed], info)
+        variants[variant_name(rounds, per_mac, per_block) + sfx] = (v.model, [x["name"] for x in v.removed], info)
     for s in range(a.random_first_seed, a.random_first_seed + a.random_seeds):
-        r = prune_denoiser(base, sched, keep_macs=a.keep, calib=calib, method="random", seed=s)
-        variants[f"random-{s}"] = (r.model, [x["name"] for x in r.removed], {})
+        r = prune_denoiser(base, sched, keep_macs=a.keep, calib=calib, method="random", seed=s, **gran)
+        variants[f"random{sfx}-{s}"] = (r.model, [x["name"] for x in r.removed], {})
     for s in range(a.random_first_seed, a.random_first_seed + a.random_block_seeds):  # random under the same floor
-        r = prune_denoiser(base, sched, keep_macs=a.keep, calib=calib, method="random", seed=s, keep_per_block=1)
-        variants[f"random-block-{s}"] = (r.model, [x["name"] for x in r.removed], {"keep_per_block": 1})
+        r = prune_denoiser(base, sched, keep_macs=a.keep, calib=calib, method="random", seed=s, keep_per_block=1, **gran)
+        variants[f"random-block{sfx}-{s}"] = (r.model, [x["name"] for x in r.removed], {"keep_per_block": 1})
     if a.magnitude:
         from prunekit_diffusion.magnitude import magnitude_prune
 
@@ -162,7 +168,7 @@ def bench_model(kind: str, a, clf, real_feats, train_x, train_y) -> dict:
     lat = latencies({"unpruned": base, **{k: v[0] for k, v in variants.items()}}, a.latency_batch,
                     a.latency_repeats, base.config.sample_size)
     out["latency_seconds"] = lat
-    if a.ft_steps > 0:  # control: the same fine-tune on the unpruned model (student = a copy of the teacher)
+    if a.ft_steps > 0 and a.control:  # control: the same fine-tune on the unpruned model (student = a copy of the teacher)
         print(f"[{kind}] unpruned: the same recovery fine-tune (control)", flush=True)
         ctl = recover_modes(base, base, sched, a, clf, real_feats, train_x, train_y)
         out["unpruned"]["finetune_control"] = ctl["finetune"]
@@ -191,7 +197,7 @@ def bench_model(kind: str, a, clf, real_feats, train_x, train_y) -> dict:
 def with_mode(out: dict, mode: str) -> dict:
     """``out`` with every ``finetune`` (and the control's) replaced by recovery recipe ``mode``'s."""
     u = out["unpruned"]
-    unpruned = {**u, "finetune_control": u["finetune_control_by_mode"][mode]}
+    unpruned = {**u, **({"finetune_control": u["finetune_control_by_mode"][mode]} if "finetune_control_by_mode" in u else {})}
     pruned = {k: {**v, "finetune": v["finetune_by_mode"][mode]} for k, v in out["pruned"].items()}
     return {**out, "unpruned": unpruned, "pruned": pruned}
 
@@ -206,7 +212,8 @@ def score_check(base, sched, calib, ld, a) -> dict:
     alt = Calibration(n=n, steps=2 * a.calib_steps, seed=a.seed + 1000, batch_size=n,
                       cond={"class_labels": torch.arange(n) % 10})
     t0 = time.perf_counter()
-    v = prune_denoiser(base, sched, keep_macs=a.keep, calib=alt, method="ld-pruner", progress=False)
+    v = prune_denoiser(base, sched, keep_macs=a.keep, calib=alt, method="ld-pruner", progress=False,
+                       granularity=a.granularity)
     main_s = [o["score"] for o in ld.report.extra["operators"] if o["score"] is not None]
     alt_s = [o["score"] for o in v.report.extra["operators"] if o["score"] is not None]
     rank = lambda xs: torch.tensor(xs).argsort().argsort().double()
@@ -227,6 +234,12 @@ def ld_variants(spec: str) -> list[tuple[int, bool, int]]:
     return out
 
 
+def suffix(a) -> str:
+    """Row-name suffix of the operator granularity: ``""`` (the paper's operators) or ``"-sublayer"``."""
+    g = getattr(a, "granularity", "operator")
+    return "" if g == "operator" else f"-{g}"
+
+
 def variant_name(rounds: int, per_mac: bool, per_block: int = 0) -> str:
     return ("ld-pruner" + (f"-iter{rounds}" if rounds > 1 else "") + ("-permac" if per_mac else "")
             + ("-block" if per_block else ""))
@@ -244,9 +257,10 @@ def summarize(out: dict, a) -> dict:
     acc = lambda v, ft: (v.get("finetune", {}).get("quality", {}) if ft else v["quality"]).get("accuracy")
     fd = lambda v, ft: (v.get("finetune", {}).get("quality", {}) if ft else v["quality"]).get("frechet")
     mean = lambda xs: statistics.mean(xs) if xs and None not in xs else None
-    rnd = [v for k, v in res.items() if re.fullmatch(r"random-\d+", k)]
-    rnd_block = [v for k, v in res.items() if re.fullmatch(r"random-block-\d+", k)]
-    ld, mag = res["ld-pruner"], res.get("magnitude")
+    sfx = suffix(a)
+    rnd = [v for k, v in res.items() if re.fullmatch(rf"random{sfx}-\d+", k)]
+    rnd_block = [v for k, v in res.items() if re.fullmatch(rf"random-block{sfx}-\d+", k)]
+    ld, mag = res["ld-pruner" + sfx], res.get("magnitude")
     base = out["unpruned"]
     ctl = base.get("finetune_control")
     s = {"keep_macs": a.keep, "eval_n": a.eval_n,
@@ -254,7 +268,7 @@ def summarize(out: dict, a) -> dict:
          "unpruned_accuracy": base["quality"]["accuracy"], "unpruned_frechet": base["quality"]["frechet"],
          "unpruned_accuracy_after_same_ft": ctl["quality"]["accuracy"] if ctl else None,
          "unpruned_frechet_after_same_ft": ctl["quality"]["frechet"] if ctl else None}
-    extra_ld = {k: [v] for k, v in res.items() if k.startswith("ld-pruner-")}
+    extra_ld = {k: [v] for k, v in res.items() if k.startswith("ld-pruner-") and k != "ld-pruner" + sfx}
     rows = {"ld": [ld], **({"random_mean": rnd} if rnd else {}), **({"magnitude": [mag]} if mag else {}),
             **({"random_block_mean": rnd_block} if rnd_block else {}), **extra_ld}
     for key, vs in rows.items():
@@ -335,6 +349,11 @@ def main() -> None:
     ap.add_argument("--ld-variants", default="", help="extra LD-Pruner variants, comma-separated: rounds, with "
                     "'m' for score per MAC, 'b' for one operator kept per block (e.g. '4,4m,1b'); the one-shot "
                     "'ld-pruner' row is always run")
+    ap.add_argument("--granularity", choices=("operator", "sublayer"), default="operator",
+                    help="LD-Pruner / random operators: the paper's (UNet resnets/attentions, DiT blocks) or the DiT "
+                         "blocks' attention / feed-forward sublayers (ours; rows named *-sublayer)")
+    ap.add_argument("--no-control", dest="control", action="store_false",
+                    help="skip the control (the recovery fine-tune applied to the unpruned model)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--progress", action="store_true")

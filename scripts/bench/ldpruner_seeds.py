@@ -2,10 +2,17 @@
 """Pool replicate runs of ``bench_ldpruner.py`` (one run per seed) into means, standard errors and targets.
 
     python scripts/bench/ldpruner_seeds.py RUN_SEED0.json RUN_SEED1.json ... --out POOLED.json [--table]
+    python scripts/bench/ldpruner_seeds.py NEW_S0.json+OLD_S0.json NEW_S1.json+OLD_S1.json --out POOLED.json
+
+``A+B``: one replicate from several result files of the same evaluation (e.g. a run of a new
+variant beside an earlier run of the same seed): rows of later files are added where the name is
+new; the files must agree on the settings and the evaluation seed, and the unpruned model's
+per-digit results must be identical (same digits, same noise), so the rows pair digit by digit.
 
 Variants are grouped per model: ``unpruned`` (no fine-tune), ``control`` (the unpruned model given
-the same recovery), each LD-Pruner row by name, ``random`` (rows ``random-S``) and ``random-block``
-(``random-block-S``), several draws of a run being averaged first. For every group and each run:
+the same recovery), each LD-Pruner row by name, ``random`` (rows ``random-S``), ``random-block``
+(``random-block-S``) and ``random-sublayer`` (``random-sublayer-S``), several draws of a run being
+averaged first. For every group and each run:
 accuracy and Fréchet distance after recovery; across the K runs:
 
 - ``mean``, ``sd`` and ``se_seeds = sd / sqrt(K)`` (recovery, calibration, draw and evaluation noise);
@@ -29,16 +36,35 @@ import sys
 from pathlib import Path
 
 AGREE = ("keep", "ft_steps", "ft_batch", "ft_lr", "ft_modes", "eval_n", "eval_steps", "calib_n", "calib_steps")
-BASELINES = ("magnitude", "random", "random-block")
+BASELINES = ("magnitude", "random", "random-block", "random-sublayer")
 
 
 def group_of(name: str) -> str:
-    """``random-3`` -> ``random``, ``random-block-1`` -> ``random-block``, other names unchanged."""
-    if re.fullmatch(r"random-block-\d+", name):
-        return "random-block"
-    if re.fullmatch(r"random-\d+", name):
-        return "random"
-    return name
+    """``random-3`` -> ``random``, ``random-block-1`` -> ``random-block``, ``random-sublayer-0`` ->
+    ``random-sublayer``; other names unchanged."""
+    m = re.fullmatch(r"(random(?:-[a-z]+)*)-\d+", name)
+    return m.group(1) if m else name
+
+
+def merge_runs(runs: list[dict], names: list[str]) -> dict:
+    """One replicate from result files of the same evaluation (see the module docstring); raises ValueError."""
+    out = json.loads(json.dumps(runs[0]))
+    out["merged_from"] = list(names)
+    for name, r in zip(names[1:], runs[1:]):
+        for key in AGREE + ("eval_seed",):
+            if json.dumps(r["inputs"].get(key)) != json.dumps(runs[0]["inputs"].get(key)):
+                raise ValueError(f"{name} differs from {names[0]} in {key!r}")
+        for model, m in r["models"].items():
+            if model not in out["models"]:
+                continue
+            base = out["models"][model]
+            if m["unpruned"]["quality"].get("correct") != base["unpruned"]["quality"].get("correct"):
+                raise ValueError(f"{name}: the unpruned {model} scores other digits than in {names[0]} (not the same evaluation)")
+            if "finetune_control" in m["unpruned"] and "finetune_control" not in base["unpruned"]:
+                base["unpruned"]["finetune_control"] = m["unpruned"]["finetune_control"]
+            for row, v in m["pruned"].items():
+                base["pruned"].setdefault(row, {**v, "from_file": name})
+    return out
 
 
 def run_groups(model: dict) -> dict[str, list[dict]]:
@@ -143,16 +169,17 @@ def table(pooled: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("runs", type=Path, nargs="+", help="bench_ldpruner.py result files, one per seed")
+    ap.add_argument("runs", nargs="+", help="bench_ldpruner.py result files, one per seed (A+B: several files of one seed)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--table", action="store_true", help="print the pooled table")
     a = ap.parse_args(argv)
     from prunekit.fileio import atomic_write_text
 
     try:
-        runs = [json.loads(f.read_text()) for f in a.runs]
+        runs = [merge_runs([json.loads(Path(f).read_text()) for f in spec.split("+")], [Path(f).name for f in spec.split("+")])
+                for spec in a.runs]
     except (OSError, ValueError) as e:
-        sys.exit(f"error: cannot read a run file: {e}")
+        sys.exit(f"error: cannot read or merge the run files: {e}")
     for key in AGREE:
         if len({json.dumps(r["inputs"].get(key)) for r in runs}) > 1:
             sys.exit(f"error: the runs differ in {key!r}; pool only replicates of one setting")
@@ -160,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     if not models:
         sys.exit("error: no model is in every run")
     pooled = {"benchmark": "ld-pruner replicates pooled (scripts/bench/ldpruner_seeds.py)",
-              "runs": [{"file": f.name, "seed": r["inputs"].get("seed"), "eval_seed": r["inputs"].get("eval_seed"),
+              "runs": [{"file": "+".join(r["merged_from"]), "seed": r["inputs"].get("seed"), "eval_seed": r["inputs"].get("eval_seed"),
                         "machine": r.get("machine"), "wall_seconds": r.get("wall_seconds")} for f, r in zip(a.runs, runs)],
               "inputs": {k: runs[0]["inputs"].get(k) for k in AGREE},
               "models": {m: pool(runs, m) for m in models}}

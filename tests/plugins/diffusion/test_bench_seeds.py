@@ -59,3 +59,37 @@ def test_cli_refuses_runs_of_different_settings(seeds, tmp_path):
     (tmp_path / "b.json").write_text(json.dumps(b))
     assert seeds.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "p.json")]) == 0
     assert json.loads((tmp_path / "p.json").read_text())["models"]["unet"]["runs"] == 2
+
+
+def test_group_names(seeds):
+    assert [seeds.group_of(n) for n in ("random-3", "random-block-1", "random-sublayer-0", "ld-pruner-sublayer")] == [
+        "random", "random-block", "random-sublayer", "ld-pruner-sublayer"]
+
+
+def test_merge_files_of_one_seed(seeds, tmp_path):
+    """``NEW+OLD``: a new variant's run joins an earlier run of the same evaluation; rows pair per digit;
+    a file whose unpruned model scored other digits is refused."""
+    files = []
+    for seed, (sub, rs) in enumerate((("1111", "1000"), ("1101", "1100"))):
+        old = _run(seed, "1110", "1100", ["1000"])
+        new = _run(seed, "0000", "1100", [])
+        new["models"]["unet"]["pruned"] = {"ld-pruner-sublayer": _pruned(sub, 30.0), "random-sublayer-0": _pruned(rs, 70.0),
+                                           "magnitude": _pruned("1100", 50.0, lat=0.85)}
+        del new["models"]["unet"]["unpruned"]["finetune_control"]
+        for name, r in (("new", new), ("old", old)):
+            (tmp_path / f"{name}{seed}.json").write_text(json.dumps(r))
+        files.append(f"{tmp_path / f'new{seed}.json'}+{tmp_path / f'old{seed}.json'}")
+    out = tmp_path / "p.json"
+    assert seeds.main([*files, "--out", str(out)]) == 0
+    p = json.loads(out.read_text())["models"]["unet"]
+    assert set(p["groups"]) == {"unpruned", "control", "ld-pruner-sublayer", "random-sublayer", "ld-pruner-block",
+                                "magnitude", "random-block"}
+    c = p["comparisons"]["ld-pruner-sublayer vs random-block"]
+    assert c["per_run"] == pytest.approx([0.75, 0.5])  # 1.0 - 0.25, 0.75 - 0.25
+    assert p["groups"]["control"]["accuracy"] == [0.75, 0.75]  # from the earlier runs
+    bad = _run(0, "1110", "1100", ["1000"])
+    bad["models"]["unet"]["unpruned"]["quality"] = _q("1011", 20.0)
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(SystemExit, match="not the same evaluation"):
+        seeds.main([f"{tmp_path / 'new0.json'}+{tmp_path / 'bad.json'}", "--out", str(tmp_path / "q.json")])
+    assert not (tmp_path / "q.json").exists()

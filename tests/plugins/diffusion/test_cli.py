@@ -189,3 +189,22 @@ def test_keep_per_block_from_the_command_line(saved, tmp_path):
             "-o", tmp_path / "tight", *FAST)
     assert r.exit_code == 2 and "per block already costs" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "tight").exists()
+
+
+def test_granularity_sublayer_from_the_command_line(saved, tmp_path):
+    """``--granularity sublayer``: DiT attention / feed-forward sublayers are the operators; the output
+    reloads through its manifest and generates; on a UNet it is a usage error."""
+    from prunekit_diffusion import load_pruned
+
+    out = tmp_path / "sub"
+    r = cli("prune", saved / "ditpipe", "-m", "ld-pruner", "--keep-macs", "0.7", "--granularity", "sublayer",
+            "-o", out, "--json", *FAST)
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert rep["after"]["macs"] <= 0.7 * rep["before"]["macs"]
+    assert rep["extra"]["removed"] and all(x["kind"] in ("sublayer", "block") for x in rep["extra"]["removed"])
+    pipe = load_pruned(out)
+    assert pipe(class_labels=[1], num_inference_steps=1).images.shape == (1, 4, 16, 16)
+    r = cli("prune", saved / "unet", "-m", "ld-pruner", "--keep", "0.7", "--granularity", "sublayer",
+            "-o", tmp_path / "u", *FAST)
+    assert r.exit_code == 2 and "UNet" in r.output and not (tmp_path / "u").exists()

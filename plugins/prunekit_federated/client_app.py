@@ -4,7 +4,7 @@ One ``@app.train()`` handler; the server's ConfigRecord says which method and st
 
 - ``train`` (all methods): decode the sparse global model, train locally, reply with
   kept values + packed mask (+ top-k inactive gradients at FedTiny/FedMef prune
-  rounds; HideNseek: sign bits only) and a MetricRecord (num-examples, train-loss,
+  rounds; HideNseek: sign bits only, or b-bit scores with ``vote=mean-score``) and a MetricRecord (num-examples, train-loss,
   activation-bytes, model-bytes, peak-rss-mb, local-seconds).
 - ``bn-adapt`` / ``bn-eval`` (FedTiny adaptive BN selection): adapt BN of each candidate
   pruned model locally and send it; then score each candidate with the averaged BN.
@@ -15,7 +15,8 @@ model forward over the local data and reply its BN running mean/var (no training
 
 Per-node state lives in ``context.state`` (ClientApps are re-created per message): the
 current mask and its version (FedTiny/FedMef), HideNseek's frozen weights and the
-node's real-valued sign scores, the FedTiny candidates between the two BN stages.
+node's real-valued sign scores (not kept with ``vote=mean-score``: the server's mean
+scores are every node's start), the FedTiny candidates between the two BN stages.
 When that cache is missing the client answers ``needs-sync`` and the server re-sends.
 
 Fault injection (tests, demos): ``make_client_app(faults={partition: "kind@round"})``
@@ -73,7 +74,7 @@ def _corrupt(arrays: ArrayRecord, kind: str) -> ArrayRecord:
         a.flat[0] = np.nan
         items[k] = Array(a)
     elif kind == "mask-length":
-        k = next(k for k in keys if k.startswith(("m/", "s/")))
+        k = next(k for k in keys if k.startswith(("m/", "s/", "q/")))
         items[k] = Array(items[k].numpy()[:-1].copy())
     elif kind == "shape":
         k = next(k for k in keys if k.startswith("d/") and items[k].numpy().ndim >= 1)
@@ -236,13 +237,16 @@ def _hns_base(arrays, context, prunable) -> tuple[Mask, dict] | None:
     return mask, base
 
 
-def _hns_global(arrays, model, mask, base, *, signed: bool = False) -> dict[str, torch.Tensor]:
+def _hns_global(arrays, model, mask, base, *, signed: bool = False,
+                signs: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Load the global dense tensors into ``model`` with the frozen weights (times the
-    global signs if ``signed``: the global model itself); return the global signs."""
+    global signs if ``signed``: the global model itself); return the global signs
+    (the ``s/`` bits, or ``signs`` given: those of the broadcast mean scores)."""
     shapes = transport_shapes(model)
-    signs = tp.decode_signs(arrays, mask)
+    signs = tp.decode_signs(arrays, mask) if signs is None else signs
     dense_names = tuple(k for k in shapes if k not in base)
-    dense, _ = tp.decode_state(arrays, shapes, None, dense_names=dense_names, allowed_extra=("s/", "base/"))
+    dense, _ = tp.decode_state(arrays, shapes, None, dense_names=dense_names,
+                               allowed_extra=("s/", "q/", "qs/", "base/"))
     weights = {k: base[k] * signs[k].view_as(base[k]) for k in base} if signed else base
     load_state(model, {**dense, **weights})
     return signs
@@ -257,26 +261,36 @@ def _train_hidenseek(msg, context, model, data, cfg, seed, hooks):
     if got is None:
         return None, {}
     mask, base = got
-    if not fresh and "hns-scores" in context.state:
+    mean_score = cfg.vote == "mean-score"
+    if mean_score:  # start from the broadcast (quantised) mean scores; signs are theirs
+        mean = tp.decode_scores(arrays, mask, cfg.score_bits)
+        scores = {k: mean[k].view(prunable[k]) for k in prunable}
+        _hns_global(arrays, model, mask, base,
+                    signs={k: torch.where(v >= 0, 1.0, -1.0) * mask[k].float() for k, v in mean.items()})
+    elif not fresh and "hns-scores" in context.state:
         scores = {k: torch.from_numpy(v.numpy().copy()) for k, v in context.state["hns-scores"].items()}
     else:
         scores = {k: torch.full(s, cfg.score_init) for k, s in prunable.items()}
-    signs = _hns_global(arrays, model, mask, base)
-    # the global signs set each score's sign; the node keeps its own magnitudes (its
-    # confidence so far: restarting them at score_init, always or where the node lost the
-    # vote, converged slower in our MNIST runs; the paper does not say)
-    for k in prunable:
-        scores[k] = signs[k].view(prunable[k]) * scores[k].abs().clamp_min(1e-8)
+    if not mean_score:
+        signs = _hns_global(arrays, model, mask, base)
+        # the global signs set each score's sign; the node keeps its own magnitudes (its
+        # confidence so far: restarting them at score_init, always or where the node lost the
+        # vote, converged slower in our MNIST runs; the paper does not say)
+        for k in prunable:
+            scores[k] = signs[k].view(prunable[k]) * scores[k].abs().clamp_min(1e-8)
     if hooks.get("crash"):
         raise RuntimeError("injected fault: client dropped out mid-round")
     start = {k: v.clone() for k, v in scores.items()}
     res = train_signs(model, base, mask, scores, data, epochs=cfg.local_epochs, batch_size=cfg.batch_size,
                       lr=cfg.lr, score_lr=cfg.score_lr, momentum=cfg.momentum, seed=seed)
-    context.state["hns-scores"] = ArrayRecord({k: Array(v.numpy()) for k, v in scores.items()})
     sd = model.state_dict()
     dense_names = tuple(k for k in shapes if k not in prunable)
     reply = tp.encode_state({k: sd[k] for k in dense_names}, None)
-    reply = tp.add_arrays(reply, tp.encode_signs({k: torch.sign(scores[k]) for k in prunable}, mask))
+    if mean_score:
+        reply = tp.add_arrays(reply, tp.encode_scores(scores, mask, cfg.score_bits)[0])
+    else:
+        context.state["hns-scores"] = ArrayRecord({k: Array(v.numpy()) for k, v in scores.items()})
+        reply = tp.add_arrays(reply, tp.encode_signs({k: torch.sign(scores[k]) for k in prunable}, mask))
     if cfg.vote == "abstain":
         reply = tp.add_arrays(reply, tp.encode_kept_bits(abstentions(start, scores), mask, "a/"))
     dense_numel = sum(int(np.prod(shapes[k])) for k in dense_names)

@@ -157,9 +157,12 @@ class HideNseekConfig(FedConfig):
         True, "after each vote, clients re-estimate BN running statistics under the voted signs "
               "(Flower evaluate phase; ours, not the paper's); off: average the clients' training statistics")
 
-    vote: Literal["majority", "abstain"] = option(
-        "majority", "sign aggregation: sample-weighted majority of the nodes' signs, or a 2-bit "
-                    "{flip, keep, abstain} vote where a node whose score shrank without flipping abstains (ours)")
+    vote: Literal["majority", "abstain", "mean-score"] = option(
+        "majority", "sign aggregation: sample-weighted majority of the nodes' signs, a 2-bit "
+                    "{flip, keep, abstain} vote where a node whose score shrank without flipping abstains, or "
+                    "mean-score: nodes send their scores quantised to score_bits, the server broadcasts the "
+                    "sample-weighted mean scores as every node's next starting scores (all ours, METHODS 9.3)")
+    score_bits: int = option(8, "bits per kept weight of the quantised scores, both ways (vote=mean-score only)")
 
     vote_momentum: float = option(
         0.0, "server vote momentum beta: running tally T = beta T + (1 - beta) v of the normalised sign votes; "
@@ -170,8 +173,12 @@ class HideNseekConfig(FedConfig):
         super().__post_init__()
         if not (0.0 <= self.vote_momentum < 1.0) or not (0.0 <= self.vote_margin < 1.0):
             raise ValueError("vote_momentum and vote_margin must be in [0, 1)")
-        if self.vote not in ("majority", "abstain"):
-            raise ValueError(f"vote must be 'majority' or 'abstain', got {self.vote!r}")
+        if self.vote not in ("majority", "abstain", "mean-score"):
+            raise ValueError(f"vote must be 'majority', 'abstain' or 'mean-score', got {self.vote!r}")
+        if not 1 <= self.score_bits <= 8:
+            raise ValueError(f"score_bits must be in 1..8, got {self.score_bits}")
+        if self.vote == "mean-score" and (self.vote_momentum or self.vote_margin):
+            raise ValueError("vote_momentum and vote_margin apply to sign votes, not to vote=mean-score")
         if self.synflow_iters < 1 or self.score_lr <= 0 or self.score_init <= 0:
             raise ValueError("synflow_iters must be >= 1, score_lr and score_init > 0")
         if self.weight_scale not in ("density", "none"):

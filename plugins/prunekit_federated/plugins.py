@@ -39,7 +39,8 @@ FEDMEF = Plugin(
 HIDENSEEK = Plugin(
     name="hidenseek",
     description="HideNseek: server one-shot SynFlow pruning at init; clients learn a {-1,+1} sign supermask over "
-                "frozen weights and send one bit per kept weight (Flower ClientApp/ServerApp)",
+                "frozen weights and send one bit per kept weight (opt-in, ours: b-bit scores averaged on the server, "
+                "--vote mean-score) (Flower ClientApp/ServerApp)",
     config=HideNseekConfig,
     paper="Vallapuram et al., HideNseek: Federated Lottery Ticket via Server-side Pruning and Sign Supermask "
           "(arXiv 2206.04385)",

@@ -22,6 +22,14 @@ All three subclass :class:`flwr.serverapp.strategy.FedAvg` and override
   default): the server keeps a running tally T = beta T + (1 - beta) v of the
   normalised vote v = sum_i n_i sigma_i / sum_i n_i and flips a sign only where
   sigma T < -mu, so a flip needs a majority that persists or is large (still 1 bit up).
+  **Mean score** (ours, ``cfg.vote == "mean-score"``, opt-in; METHODS 9.3 leaves the
+  aggregation to us, the paper's uplink is 1 bit): nodes send their real-valued scores
+  of the kept weights quantised to b = ``cfg.score_bits`` bits (per-tensor step,
+  deterministic mid-rise rounding, :func:`~.transport.quantise_scores`); the server
+  takes the sample-weighted mean S = sum_i n_i s_i / sum_i n_i, quantises it the same
+  way and broadcasts it as every node's starting scores for the next round; the global
+  signs are sign(S) (S = 0 keeps the previous sign), the effective weight stays
+  m * sign(s) * w0. b bits per kept weight + one float32 step per tensor each way.
   Biases and BN tensors are averaged densely. With
   ``cfg.bn_calibration`` (ours) Flower's evaluate phase then asks the round's nodes for
   BN running statistics of the voted model and pools them (mean and second moment).
@@ -350,6 +358,15 @@ class SignSupermaskFedAvg(DenseFedAvg):
         self.signs = {k: torch.where(mask[k], 1.0, 0.0) for k in mask.groups}
         self.tally = {k: torch.zeros(mask[k].numel()) for k in mask.groups}  # vote momentum (cfg.vote_momentum)
         self.has_base: set[int] = set()
+        self.mean_score = getattr(cfg, "vote", "majority") == "mean-score"
+        if self.mean_score:  # broadcast scores: score_init on every kept weight, quantised
+            self.set_scores({k: cfg.score_init * mask[k].float() for k in mask.groups})
+
+    def set_scores(self, scores: dict[str, torch.Tensor]) -> None:
+        """Mean-score mode: quantise ``scores`` for the downlink; the global signs follow
+        the scores the nodes will decode (exact zeros keep the previous sign)."""
+        self.score_rec, self.scores = tp.encode_scores(scores, self.mask, self.cfg.score_bits, zero_sign=self.signs)
+        self.signs = {k: torch.where(self.scores[k] >= 0, 1.0, -1.0) * m.float() for k, m in self.mask.groups.items()}
 
     def global_record(self) -> ArrayRecord:
         """Dense tensors (biases, BN) + one sign bit per kept weight."""
@@ -357,7 +374,11 @@ class SignSupermaskFedAvg(DenseFedAvg):
         return tp.add_arrays(tp.encode_state(dense, None), tp.encode_signs(self.signs, self.mask))
 
     def downlink(self, node_id: int, server_round: int):
-        rec, extra = self.global_record(), {}
+        if self.mean_score:  # the quantised mean scores replace the sign bits
+            dense = {k: v for k, v in self.state.items() if k not in self.mask.groups}
+            rec, extra = tp.add_arrays(tp.encode_state(dense, None), self.score_rec), {}
+        else:
+            rec, extra = self.global_record(), {}
         send_base = node_id not in self.has_base
         if send_base:
             base = tp.encode_state({k: self.base[k].view(self.shapes[k]) for k in self.mask.groups}, self.mask)
@@ -376,12 +397,14 @@ class SignSupermaskFedAvg(DenseFedAvg):
             raise tp.MalformedUpdate("no ArrayRecord 'arrays' in the reply")
         dense_names = tuple(k for k in self.shapes if k not in self.mask.groups)
         two_bit = getattr(self.cfg, "vote", "majority") == "abstain"
-        bit_keys = ("s/", "a/") if two_bit else ("s/",)
+        bit_keys = ("q/", "qs/") if self.mean_score else ("s/", "a/") if two_bit else ("s/",)
         state, _ = tp.decode_state(arrays, self.shapes, None, dense_names=dense_names, allowed_extra=bit_keys)
-        signs = tp.decode_signs(arrays, self.mask)
-        extra = [k for k in arrays.keys() if k.startswith(bit_keys) and k[2:] not in self.mask.groups]
+        extra = [k for k in arrays.keys() if k.startswith(bit_keys) and k.split("/", 1)[1] not in self.mask.groups]
         if extra:
             raise tp.MalformedUpdate(f"unexpected entries: {', '.join(extra[:3])}")
+        if self.mean_score:
+            return {"state": state, "scores": tp.decode_scores(arrays, self.mask, self.cfg.score_bits)}
+        signs = tp.decode_signs(arrays, self.mask)
         upd = {"state": state, "signs": signs}
         if two_bit:
             upd["abstain"] = tp.decode_kept_bits(arrays, self.mask, "a/")
@@ -394,6 +417,11 @@ class SignSupermaskFedAvg(DenseFedAvg):
         for k in self.shapes:
             if k not in self.mask.groups:
                 self.state[k] = sum(u["n"] * u["state"][k] for u in good) / total
+        if self.mean_score:  # S = sum_i n_i s_i / sum_i n_i, re-quantised for the broadcast
+            old = self.signs
+            self.set_scores({k: sum(u["n"] * u["scores"][k] for u in good) / total for k in self.mask.groups})
+            self._round(server_round)["sign_flips"] = sum(int((self.signs[k] != old[k]).sum()) for k in old)
+            return
         flips = 0
         beta, margin = getattr(self.cfg, "vote_momentum", 0.0), getattr(self.cfg, "vote_margin", 0.0)
         for k, m in self.mask.groups.items():

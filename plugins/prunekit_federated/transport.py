@@ -6,6 +6,8 @@ One :class:`flwr.app.ArrayRecord` carries a model update. Keys:
   flat (row-major) order of the mask's True entries;
 - ``m/<name>`` uint8 ``np.packbits`` of the flat keep-mask (ceil(n/8) bytes, zero padding);
 - ``s/<name>`` uint8 packbits of one sign bit per kept weight (HideNseek; 1 = +1);
+- ``q/<name>`` uint8 packbits of one b-bit score code per kept weight and ``qs/<name>`` its
+  float32 per-tensor step (HideNseek's opt-in mean-score aggregation, :func:`encode_scores`);
 - ``d/<name>`` a dense tensor (biases, norm layers, or every tensor for dense FedAvg);
 - ``gi/<name>``, ``gv/<name>`` int32 flat indices and float32 values of a top-k gradient.
 
@@ -86,6 +88,60 @@ def encode_signs(signs: Mapping[str, torch.Tensor], mask: Mask) -> dict:
 def encode_kept_bits(bits: Mapping[str, torch.Tensor], mask: Mask, prefix: str) -> dict:
     """``<prefix><name>``: one packed bit per kept weight of a boolean tensor (e.g. ``a/`` abstentions)."""
     return {f"{prefix}{k}": _arr(np.packbits(bits[k].flatten()[mask[k]].numpy())) for k in mask.groups}
+
+
+def quantise_scores(x: torch.Tensor, bits: int, zero_sign: torch.Tensor | None = None) -> tuple[np.ndarray, float]:
+    """b-bit mid-rise uniform quantiser with a per-tensor step (deterministic rounding).
+
+    With L = 2^(b-1) and step D = max|x| / L, a value x gets the code
+    q = clamp(floor(x / D), -L, L - 1) + L in [0, 2^b - 1] and is restored as
+    (q - L + 1/2) D, i.e. rounded to the nearest of the 2^b levels +-D/2, +-3D/2, ...,
+    +-(L - 1/2) D (error <= D/2). No level is 0, so the sign of every score survives
+    quantisation (x = 0 maps to +D/2, as sign(0) = +1 in the client's forward; where
+    ``zero_sign`` < 0 it maps to -D/2). Returns (uint8 codes, D)."""
+    if not 1 <= bits <= 8:
+        raise ValueError(f"score bits must be in 1..8, got {bits}")
+    half = 2 ** (bits - 1)
+    x = x.detach().flatten().to(torch.float64)
+    step = max(float(x.abs().max()) if x.numel() else 0.0, 1e-30) / half
+    q = torch.floor(x / step).clamp(-half, half - 1)
+    if zero_sign is not None:
+        q = torch.where((x == 0) & (zero_sign.flatten() < 0), torch.full_like(q, -1.0), q)
+    return (q + half).to(torch.uint8).numpy(), float(np.float32(step))
+
+
+def dequantise_scores(codes: np.ndarray, step: float, bits: int) -> torch.Tensor:
+    """Inverse of :func:`quantise_scores`: (q - L + 1/2) D as float32."""
+    half = 2 ** (bits - 1)
+    return torch.from_numpy((codes.astype(np.float64) - half + 0.5) * float(step)).to(torch.float32)
+
+
+def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
+    """b-bit codes packed back to back (MSB first): ceil(n b / 8) bytes."""
+    planes = np.unpackbits(codes.astype(np.uint8).reshape(-1, 1), axis=1)[:, 8 - bits:]
+    return np.packbits(planes.flatten())
+
+
+def unpack_codes(packed: np.ndarray, n: int, bits: int, what: str = "codes") -> np.ndarray:
+    """Inverse of :func:`pack_codes`, checking the length and the zero padding."""
+    flat = unpack_mask(packed, n * bits, what).numpy().reshape(n, bits).astype(np.uint8)
+    return (flat.astype(np.uint16) << np.arange(bits - 1, -1, -1, dtype=np.uint16)).sum(1).astype(np.uint8)
+
+
+def encode_scores(scores: Mapping[str, torch.Tensor], mask: Mask, bits: int,
+                  zero_sign: Mapping[str, torch.Tensor] | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
+    """``q/<name>`` packed b-bit codes of the kept weights' scores and ``qs/<name>`` the
+    float32 step; also returns what the receiver decodes (flat, 0 where pruned)."""
+    out, restored = {}, {}
+    for k, m in mask.groups.items():
+        zs = zero_sign[k].flatten()[m] if zero_sign is not None else None
+        codes, step = quantise_scores(scores[k].flatten()[m], bits, zs)
+        out[f"q/{k}"] = _arr(pack_codes(codes, bits))
+        out[f"qs/{k}"] = _arr(np.asarray([step], dtype=np.float32))
+        r = torch.zeros(m.numel(), dtype=torch.float32)
+        r[m] = dequantise_scores(codes, step, bits)
+        restored[k] = r
+    return out, restored
 
 
 def encode_topk(grads: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> dict:
@@ -193,6 +249,27 @@ def decode_kept_bits(record, mask: Mask, prefix: str) -> dict[str, torch.Tensor]
         b = torch.zeros(m.numel(), dtype=torch.bool)
         b[m] = bits
         out[k] = b
+    return out
+
+
+def decode_scores(record, mask: Mask, bits: int) -> dict[str, torch.Tensor]:
+    """``q/<name>`` + ``qs/<name>`` -> flat float32 scores (0 where pruned); checks the packed
+    length and padding and that the step is one finite positive float32."""
+    out = {}
+    for k, m in mask.groups.items():
+        kq, ks = f"q/{k}", f"qs/{k}"
+        if kq not in record or ks not in record:
+            raise MalformedUpdate(f"missing entries: {kq}/{ks}")
+        step = _numpy(record, ks)
+        if step.dtype != np.float32 or step.shape != (1,):
+            raise MalformedUpdate(f"{ks}: expected one float32 step, got {step.dtype} {step.shape}")
+        _finite(ks, step)
+        if not step[0] > 0:
+            raise MalformedUpdate(f"{ks}: step must be > 0, got {float(step[0])}")
+        codes = unpack_codes(_numpy(record, kq), int(m.sum()), bits, kq)
+        s = torch.zeros(m.numel(), dtype=torch.float32)
+        s[m] = dequantise_scores(codes, float(step[0]), bits)
+        out[k] = s
     return out
 
 

@@ -3,7 +3,9 @@
 Same client maths (:func:`prunekit_federated.training.train_signs`, node-kept score
 magnitudes under the global signs, same seeds as the ClientApp) and the real server
 strategy (``SignSupermaskFedAvg.combine``, so the vote options of ``HideNseekConfig``
-are exercised), BN statistics re-estimated under the voted signs and pooled
+are exercised, ``--set vote=mean-score`` included: nodes then start every round from the
+server's quantised mean scores and send their scores quantised as the ClientApp does),
+BN statistics re-estimated under the voted signs and pooled
 (``bn_statistics`` / ``pool_bn_statistics``) as in Flower's evaluate phase; no Flower
 messages, no Ray, so it costs ~1/2 of a Ray run's CPU. Its per-round accuracies track
 the Ray bench's but are not identical (reply order), so final figures come from
@@ -49,6 +51,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
+    from prunekit_federated import transport as tp
     from prunekit_federated.config import config_for
     from prunekit_federated.data import client_data, server_test_data
     from prunekit_federated.masks import prunable_shapes
@@ -89,7 +92,8 @@ def main(argv=None) -> int:
             if scores[i] is None:
                 scores[i] = {k: torch.full(s, cfg.score_init) for k, s in prun.items()}
             for k in prun:
-                scores[i][k] = st.signs[k].view(prun[k]) * scores[i][k].abs().clamp_min(1e-8)
+                scores[i][k] = (st.scores[k].view(prun[k]).clone() if st.mean_score
+                                else st.signs[k].view(prun[k]) * scores[i][k].abs().clamp_min(1e-8))
             start = {k: v.clone() for k, v in scores[i].items()}
             load_state(model, {**{k: v for k, v in gstate.items() if k not in prun}, **base})
             res = train_signs(model, base, st.mask, scores[i], datas[i], epochs=cfg.local_epochs,
@@ -98,6 +102,8 @@ def main(argv=None) -> int:
             sd = model.state_dict()
             good.append({"n": float(res.examples), "state": {k: sd[k].float() for k in st.shapes if k not in prun},
                          "signs": {k: torch.sign(scores[i][k]).flatten() * st.mask[k].float() for k in prun}})
+            if st.mean_score:  # what the server decodes: the scores quantised to score_bits
+                good[-1]["scores"] = tp.encode_scores(scores[i], st.mask, cfg.score_bits)[1]
             if cfg.vote == "abstain":
                 good[-1]["abstain"] = {k: v.flatten() & st.mask[k] for k, v in abstentions(start, scores[i]).items()}
         old_state, old_signs = dict(st.state), {k: v.clone() for k, v in st.signs.items()}

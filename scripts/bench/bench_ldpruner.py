@@ -32,7 +32,7 @@ denoiser, in one run on one machine:
 - ``--granularity sublayer`` (our extension, DiT only): the LD-Pruner and random rows use the DiT
   blocks' attention / feed-forward sublayers as operators (rows ``ld-pruner-sublayer``,
   ``random-sublayer-S``); ``--no-control`` skips the control fine-tune of the unpruned model (for a
-  run paired with an earlier one that has it).
+  run paired with an earlier one that has it); ``--no-oneshot`` runs only the ``--ld-variants`` rows.
 
 Writes ``bench-out/ldpruner.json`` (with ``machine_info()``). ``--combine A.json B.json``
 merges per-model result files of parallel runs into ``--out`` instead of benchmarking.
@@ -136,13 +136,14 @@ def bench_model(kind: str, a, clf, real_feats, train_x, train_y) -> dict:
 
     variants: dict[str, tuple] = {}  # name -> (pruned model, removed operators, extra info)
     sfx, gran = suffix(a), {"granularity": a.granularity}
-    t0 = time.perf_counter()
-    ld = prune_denoiser(base, sched, keep_macs=a.keep, calib=calib, method="ld-pruner", progress=a.progress, **gran)
-    out["ld_scoring_seconds"] = time.perf_counter() - t0
     out["granularity"] = a.granularity
-    out["operators"] = ld.report.extra["operators"]
-    variants["ld-pruner" + sfx] = (ld.model, [x["name"] for x in ld.removed], {})
-    if a.score_check:
+    if a.oneshot:
+        t0 = time.perf_counter()
+        ld = prune_denoiser(base, sched, keep_macs=a.keep, calib=calib, method="ld-pruner", progress=a.progress, **gran)
+        out["ld_scoring_seconds"] = time.perf_counter() - t0
+        out["operators"] = ld.report.extra["operators"]
+        variants["ld-pruner" + sfx] = (ld.model, [x["name"] for x in ld.removed], {})
+    if a.score_check and a.oneshot:
         out["score_check"] = score_check(base, sched, calib, ld, a)
     for rounds, per_mac, per_block in ld_variants(a.ld_variants):  # our own variants (re-scoring, per MAC, per block)
         t0 = time.perf_counter()
@@ -260,7 +261,8 @@ def summarize(out: dict, a) -> dict:
     sfx = suffix(a)
     rnd = [v for k, v in res.items() if re.fullmatch(rf"random{sfx}-\d+", k)]
     rnd_block = [v for k, v in res.items() if re.fullmatch(rf"random-block{sfx}-\d+", k)]
-    ld, mag = res["ld-pruner" + sfx], res.get("magnitude")
+    main = "ld-pruner" + sfx if "ld-pruner" + sfx in res else min(k for k in res if k.startswith("ld-pruner"))
+    ld, mag = res[main], res.get("magnitude")
     base = out["unpruned"]
     ctl = base.get("finetune_control")
     s = {"keep_macs": a.keep, "eval_n": a.eval_n,
@@ -268,7 +270,7 @@ def summarize(out: dict, a) -> dict:
          "unpruned_accuracy": base["quality"]["accuracy"], "unpruned_frechet": base["quality"]["frechet"],
          "unpruned_accuracy_after_same_ft": ctl["quality"]["accuracy"] if ctl else None,
          "unpruned_frechet_after_same_ft": ctl["quality"]["frechet"] if ctl else None}
-    extra_ld = {k: [v] for k, v in res.items() if k.startswith("ld-pruner-") and k != "ld-pruner" + sfx}
+    extra_ld = {k: [v] for k, v in res.items() if k.startswith("ld-pruner-") and k != main}
     rows = {"ld": [ld], **({"random_mean": rnd} if rnd else {}), **({"magnitude": [mag]} if mag else {}),
             **({"random_block_mean": rnd_block} if rnd_block else {}), **extra_ld}
     for key, vs in rows.items():
@@ -352,6 +354,8 @@ def main() -> None:
     ap.add_argument("--granularity", choices=("operator", "sublayer"), default="operator",
                     help="LD-Pruner / random operators: the paper's (UNet resnets/attentions, DiT blocks) or the DiT "
                          "blocks' attention / feed-forward sublayers (ours; rows named *-sublayer)")
+    ap.add_argument("--no-oneshot", dest="oneshot", action="store_false",
+                    help="skip the one-shot LD-Pruner row (run only --ld-variants; the summary reads the first of them)")
     ap.add_argument("--no-control", dest="control", action="store_false",
                     help="skip the control (the recovery fine-tune applied to the unpruned model)")
     ap.add_argument("--threads", type=int, default=1)

@@ -267,10 +267,11 @@ def remove_operators(model: nn.Module, ops: Iterable[Operator]) -> list[dict[str
     """
     from .sublayers import merge_emptied_blocks
 
+    ops = list(ops)
     for op in ops:
         if not op.removable:
             raise ValueError(f"operator {op.name} cannot be removed: {op.reason}")
-    ops = merge_emptied_blocks(model, list(ops))
+    ops = merge_emptied_blocks(model, ops)
     history = removal_history(model)
     gone = {ln: _deleted(history, ln) for ln in _lists(history)}
     records: list[dict[str, Any]] = []

@@ -9,7 +9,8 @@ operating point; MINUTES is its training (CPU-minutes) at that operating point. 
 first ``--rooms`` rooms: Acc@0.25 of full / TGP / TGP+CBA with binomial standard errors, speed-ups,
 and the paired gaps ``g_i = hit_pruned,i - hit_full,i`` (mean, ``std(g) / sqrt(n)``,
 ``bench_tsp3d.paired``). Against the first point, the paired change of each gap per room
-``g_i(k) - g_i(0)`` (mean, ``std / sqrt(n)``) and of full accuracy.
+``g_i(k) - g_i(0)`` (mean, ``std / sqrt(n)``) and of full accuracy; the same against the previous point
+(the gain of each training segment).
 
 Trend: ordinary least squares ``gap = a + b * minutes`` over the points (all, and without the first),
 and its uncertainty by a bootstrap over rooms (the same resampled rooms for every point, so the
@@ -82,9 +83,19 @@ def trend(pts: list[dict], setting: str, target: float, boots: int, rng) -> dict
             "boot_fraction_slope_le_0": float(np.mean(bs[:, 1] <= 0)), "target_gap": target, "boots": boots}
 
 
+def gap_change(a: dict, b: dict) -> dict:
+    """Per-room change of the full accuracy and of each paired gap from point ``a`` to point ``b``."""
+    change = {"full": paired(a["iou"]["full"], b["iou"]["full"])}
+    for k in PRUNED:
+        d = ((b["iou"][k] >= 0.25).astype(float) - (b["iou"]["full"] >= 0.25)) - \
+            ((a["iou"][k] >= 0.25).astype(float) - (a["iou"]["full"] >= 0.25))
+        change[f"gap {k} - full"] = {"diff": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d)))}
+    return change
+
+
 def summarise(pts: list[dict]) -> list[dict]:
-    rows, first = [], pts[0]
-    for p in pts:
+    rows = []
+    for i, p in enumerate(pts):
         iou = p["iou"]
         row = {"minutes": p["minutes"], "json": p["json"], "n": int(len(iou["full"])),
                "acc@0.25": {k: float(np.mean(v >= 0.25)) for k, v in iou.items()},
@@ -92,12 +103,8 @@ def summarise(pts: list[dict]) -> list[dict]:
                "speedup_vs_full": {k: p["cpu"]["full"] / p["cpu"][k] for k in PRUNED},
                "gap": {f"{k} - full": paired(iou["full"], iou[k]) for k in PRUNED},
                "cba_vs_tgp": paired(iou["tgp"], iou["tgp+cba"])}
-        change = {"full": paired(first["iou"]["full"], iou["full"])}
-        for k in PRUNED:  # per-room change of the gap since the first point
-            d = ((iou[k] >= 0.25).astype(float) - (iou["full"] >= 0.25)) - \
-                ((first["iou"][k] >= 0.25).astype(float) - (first["iou"]["full"] >= 0.25))
-            change[f"gap {k} - full"] = {"diff": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d)))}
-        row["change_since_first"] = change
+        row["change_since_first"] = gap_change(pts[0], p)
+        row["change_since_previous"] = gap_change(pts[max(0, i - 1)], p)
         rows.append(row)
     return rows
 

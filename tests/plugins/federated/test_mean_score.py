@@ -134,3 +134,22 @@ def test_mean_score_options_are_checked():
         tiny_cfg("hidenseek", vote="mean-score", score_bits=9)
     with pytest.raises(ValueError, match="mean-score"):
         tiny_cfg("hidenseek", vote="mean-score", vote_momentum=0.3)
+
+
+def test_cli_passes_mean_score_options_and_rejects_bad_ones(monkeypatch):
+    from typer.testing import CliRunner
+
+    import prunekit_federated.simulation as sim
+    from prunekit_federated.cli import app
+
+    seen = {}
+
+    def fake(method, cfg, **kw):
+        seen.update(cfg=cfg)
+        return {"history": [], "final_accuracy": 0.5, "density": 0.1, "seconds": 1.0}
+    monkeypatch.setattr(sim, "simulate", fake)
+    r = CliRunner().invoke(app, ["run", "hidenseek", "--dataset", "digits", "--vote", "mean-score", "--score-bits", "6"])
+    assert r.exit_code == 0, r.output
+    assert seen["cfg"].vote == "mean-score" and seen["cfg"].score_bits == 6
+    r = CliRunner().invoke(app, ["run", "hidenseek", "--dataset", "digits", "--vote", "mean-score", "--score-bits", "0"])
+    assert r.exit_code == 2 and "score_bits must be in 1..8" in r.output and len(r.output.strip().splitlines()) == 1

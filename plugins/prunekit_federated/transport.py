@@ -254,7 +254,7 @@ def decode_kept_bits(record, mask: Mask, prefix: str) -> dict[str, torch.Tensor]
 
 def decode_scores(record, mask: Mask, bits: int) -> dict[str, torch.Tensor]:
     """``q/<name>`` + ``qs/<name>`` -> flat float32 scores (0 where pruned); checks the packed
-    length and padding and that the step is one finite positive float32."""
+    length and padding and that the step is one finite positive float32 whose scores are finite."""
     out = {}
     for k, m in mask.groups.items():
         kq, ks = f"q/{k}", f"qs/{k}"
@@ -269,6 +269,8 @@ def decode_scores(record, mask: Mask, bits: int) -> dict[str, torch.Tensor]:
         codes = unpack_codes(_numpy(record, kq), int(m.sum()), bits, kq)
         s = torch.zeros(m.numel(), dtype=torch.float32)
         s[m] = dequantise_scores(codes, float(step[0]), bits)
+        if not bool(torch.isfinite(s).all()):
+            raise MalformedUpdate(f"{ks}: step {float(step[0])} overflows float32 scores")
         out[k] = s
     return out
 

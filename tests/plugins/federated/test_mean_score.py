@@ -112,6 +112,7 @@ def test_decode_rejects_malformed_score_updates():
         return RecordDict({"arrays": rec})
     for items, msg in (({f"qs/{k}": np.asarray([np.nan], np.float32)}, "non-finite"),
                        ({f"qs/{k}": np.asarray([0.0], np.float32)}, "step must be > 0"),
+                       ({f"qs/{k}": np.asarray([3e38], np.float32)}, "overflows"),
                        ({f"qs/{k}": np.asarray([0.1, 0.1], np.float32)}, "one float32 step"),
                        ({f"q/{k}": good[f"q/{k}"].numpy()[:-1].copy()}, "packed length"),
                        ({f"qs/{k}": None}, "missing entries"),

@@ -1,0 +1,86 @@
+#!/usr/bin/env python
+"""Pool training seeds of ``bench_aptp.py`` (one run per ``--seed``, one shared ``--eval-seed``).
+
+    python scripts/bench/aptp_seeds.py RUN_SEED0.json RUN_SEED1.json ... --out POOLED.json
+
+The runs must agree on every setting but ``seed`` and ``out`` and evaluate the same prompts with
+the same noise (the unpruned rows' per-prompt ``ok`` must be identical). For the fine-tuned APTP and
+static rows, per family and overall: accuracy per run and its mean; the per-run paired difference
+``APTP - static`` with ``se = std(d) / sqrt(n)`` over the prompts ``d_i = ok_aptp,i - ok_static,i``;
+pooled over the K runs: the mean difference, ``se_paired = sqrt(sum_k se_k^2) / K`` (evaluation
+noise) and ``se_seeds = sd(diff_k) / sqrt(K)`` (router / fine-tune seed noise, K >= 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts" / "bench"))
+from bench_aptp import paired_difference  # noqa: E402
+
+FAMILIES = ("single", "side", "pair", "all")
+IGNORED = ("seed", "out", "force", "static_from")
+
+
+def family_ok(run: dict, model: str, fam: str) -> list[int]:
+    """Per-prompt correctness of ``model``'s fine-tuned row restricted to ``fam`` (prompts are in family blocks)."""
+    ok = run["results"][model]["finetuned"]["ok"]
+    if fam == "all":
+        return ok
+    n = run["eval"]["prompts_per_family"]
+    i = run["eval"]["families"].index(fam)
+    return ok[i * n : (i + 1) * n]
+
+
+def pool(runs: list[dict]) -> dict:
+    """Per-run and pooled figures (see the module docstring); raises ValueError when runs do not pair."""
+    first = runs[0]
+    for k, r in enumerate(runs[1:], 1):
+        diff = [a for a in set(first["args"]) | set(r["args"])
+                if a not in IGNORED and first["args"].get(a) != r["args"].get(a)]
+        if diff:
+            raise ValueError(f"run {k} differs from run 0 in {sorted(diff)}")
+        if r["results"]["base"]["ok"] != first["results"]["base"]["ok"]:
+            raise ValueError(f"run {k}: the unpruned model's per-prompt results differ (other eval prompts or noise)")
+    out = {"seeds": [int(r["args"]["seed"]) for r in runs], "families": {}}
+    for fam in FAMILIES:
+        per = [paired_difference(family_ok(r, "aptp", fam), family_ok(r, "static", fam)) for r in runs]
+        acc = {m: [sum(family_ok(r, m, fam)) / len(family_ok(r, m, fam)) for r in runs] for m in ("aptp", "static")}
+        diffs = [p["diff"] for p in per]
+        out["families"][fam] = {
+            "acc": {m: {"per_run": v, "mean": statistics.fmean(v)} for m, v in acc.items()},
+            "diff_per_run": diffs, "se_per_run": [p["se"] for p in per], "diff": statistics.fmean(diffs),
+            "se_paired": sum(p["se"] ** 2 for p in per) ** 0.5 / len(per),
+            "se_seeds": statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else None}
+    out["frechet"] = {m: [r["results"][m]["finetuned"]["frechet"] for r in runs] for m in ("aptp", "static")}
+    out["mean_mac_ratio"] = {m: [r["results"][m]["mean_mac_ratio_eval"] for r in runs] for m in ("aptp", "static")}
+    cpu = lambda r, m: r["results"][m]["finetuned"]["generate_cpu_s"] / r["results"]["base"]["generate_cpu_s"]  # noqa: E731
+    out["generate_cpu_ratio"] = {m: [cpu(r, m) for r in runs] for m in ("aptp", "static")}
+    out["aptp_share"] = [r["results"]["aptp"]["share"] for r in runs]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args()
+    from prunekit import InputError, atomic_write_text
+
+    try:
+        runs = [json.loads(p.read_text()) for p in a.runs]
+        pooled = pool(runs)
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"error: {InputError(str(e))}") from None
+    atomic_write_text(a.out, json.dumps({"benchmark": "aptp_seeds", "inputs": [str(p) for p in a.runs], **pooled},
+                                        indent=1) + "\n")
+    print(json.dumps(pooled["families"]["all"]), "->", a.out)
+
+
+if __name__ == "__main__":
+    main()

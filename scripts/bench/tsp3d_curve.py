@@ -12,7 +12,8 @@ and the paired gaps ``g_i = hit_pruned,i - hit_full,i`` (mean, ``std(g) / sqrt(n
 ``g_i(k) - g_i(0)`` (mean, ``std / sqrt(n)``) and of full accuracy; the same against the previous point
 (the gain of each training segment).
 
-Trend: ordinary least squares ``gap = a + b * minutes`` over the points (all, and without the first),
+Trend: ordinary least squares ``gap = a + b * minutes`` over the points from each point on (all, without
+the first, ..., the last three),
 and its uncertainty by a bootstrap over rooms (the same resampled rooms for every point, so the
 correlation between checkpoints evaluated on one room set is kept): SE and 2.5/97.5 % percentiles
 of ``b``, and of the minutes at which the line reaches ``--target`` (``(target - a) / b``; a
@@ -126,8 +127,8 @@ def main(argv=None) -> int:
         raise InputError("--point: at least three points for a trend")
     pts = load_points(points, args.rooms)
     rng = np.random.default_rng(args.seed)
-    fits = {f"{k} - full, {name}": trend(sel, k, args.target, args.boots, rng)
-            for name, sel in (("all points", pts), ("without the first", pts[1:])) if len(sel) >= 3 for k in PRUNED}
+    fits = {f"{k} - full, from {pts[i]['minutes']:g} min": trend(pts[i:], k, args.target, args.boots, rng)
+            for i in range(len(pts) - 2) for k in PRUNED}
     result = {"machine": machine_info(), "settings": {"points": [[m, str(j)] for m, j in points], "rooms": args.rooms,
               "target": args.target, "boots": args.boots, "seed": args.seed},
               "noise_note": "bootstrap over rooms: evaluation noise only; one training run per point",

@@ -106,7 +106,7 @@ def test_learning_curve_gap_changes_and_trend(tmp_path):
     assert abs(ch["diff"] - 0.4) < 1e-12 and abs(ch["se"] - (0.4 * 0.6 * 10 / 9) ** 0.5 / 10 ** 0.5) < 1e-12
     assert abs(last["change_since_previous"]["gap tgp+cba - full"]["diff"] - 0.2) < 1e-12  # rooms 4, 5
     assert res["points"][0]["change_since_previous"]["full"]["diff"] == 0.0
-    f = res["trend"]["tgp - full, all points"]  # gaps -0.8, -0.6, -0.4: slope 0.02 / minute, -0.01 at 39.5
+    f = res["trend"]["tgp - full, from 0 min"]  # gaps -0.8, -0.6, -0.4: slope 0.02 / minute, -0.01 at 39.5
     assert abs(f["slope_per_minute"] - 0.02) < 1e-9 and abs(f["minutes_to_target"] - 39.5) < 1e-6
     assert f["slope_se"] > 0 and f["slope_p2.5"] <= 0.02 <= f["slope_p97.5"]
     _bench_json(tmp_path / "c.json", 6, texts="other")  # other rooms are refused, in one line

@@ -39,7 +39,11 @@ def run(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the run summary (JSON) here."),
     verbose: bool = typer.Option(False, "--verbose", help="Show Flower's log."),
 ) -> None:
-    """Run METHOD in Flower's simulation engine and report accuracy and bytes per round."""
+    """Run METHOD in Flower's simulation engine and report accuracy and bytes per round.
+
+    Method options follow as --name value (e.g. hidenseek --vote mean-score --score-bits 8):
+    `prunekit plugins show METHOD` lists them.
+    """
     try:
         summary = _run(method, clients, rounds, sparsity, dataset, num_cpus, verbose, list(ctx.args))
     except PrunekitError as e:

@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""Train a tiny hash-grid NeRF on CPU (dense, HollowNeRF or occupancy-grid culled) and save a checkpoint.
+"""Train a hash-grid NeRF on CPU or CUDA (dense, HollowNeRF or occupancy-grid culled) and save a checkpoint.
 
     python scripts/train_hashgrid.py --scene synthetic --mode hollow --target 0.1 -o out/hollow.safetensors
     python scripts/train_hashgrid.py --scene ../shared/data/fox --downscale 10 --mode hollow -o out/fox.safetensors
+    python scripts/train_hashgrid.py --scene ../shared/data/fox --downscale 2 --log2-table 19 --levels 16 \
+        --max-res 2048 --batch-rays 8192 --device cuda -o out/fox-gpu.safetensors
 
 Every 8th view is held out; the held-out PSNR is printed (and stored in the checkpoint's metadata).
 Then: ``prunekit prune out/hollow.safetensors -m hollownerf --threshold 0 -o out/hollow-compact.safetensors``.
@@ -35,6 +37,7 @@ def main(argv=None) -> int:
     ap.add_argument("--box-half", type=float, default=2.0, help="real captures: half-size of the scene box")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="'cpu' (default) or 'cuda': where the model, rays and samples live")
     ap.add_argument("-o", "--output", required=True, help="checkpoint path (.safetensors)")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     a = ap.parse_args(argv)
@@ -52,7 +55,7 @@ def main(argv=None) -> int:
     try:
         cfg = TrainConfig(mode=a.mode, steps=a.steps, batch_rays=a.batch_rays, samples=a.samples, grid=grid,
                           saliency_res=a.saliency_res, saliency_target=a.target, dilate=a.dilate, seed=a.seed, threads=a.threads,
-                          background=(1.0, 1.0, 1.0) if a.scene == "synthetic" else None)
+                          background=(1.0, 1.0, 1.0) if a.scene == "synthetic" else None, device=a.device)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             views = load_scene(a.scene, res=a.res, downscale=a.downscale, box_half=a.box_half)
@@ -64,8 +67,8 @@ def main(argv=None) -> int:
         ev = evaluate(result.field, te, a.samples, result.keep_fn())
     except (PrunekitError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
-    summary = {"scene": a.scene, "train_views": len(tr), "heldout_views": len(te), "psnr_heldout": ev["psnr"],
+        return getattr(e, "exit_code", 1)
+    summary = {"scene": a.scene, "device": a.device, "train_views": len(tr), "heldout_views": len(te), "psnr_heldout": ev["psnr"],
                "render_seconds": ev["render_seconds"], "train_seconds": result.log["train_seconds"],
                **{k: v for k, v in result.log.items() if k in ("kept_cell_fraction", "occupied_fraction")},
                "sizes": checkpoint.sizes(result.field)}

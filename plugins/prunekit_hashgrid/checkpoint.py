@@ -42,8 +42,8 @@ def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def stored_state(field) -> dict[str, torch.Tensor]:
-    """The tensors a checkpoint stores (compact index and mask packed as bitmaps)."""
-    state = {k: v.detach().contiguous() for k, v in field.state_dict().items()}
+    """The tensors a checkpoint stores (compact index and mask packed as bitmaps), on the CPU."""
+    state = {k: v.detach().cpu().contiguous() for k, v in field.state_dict().items()}
     if "encoding.kept_rows" in state:
         rows = state.pop("encoding.kept_rows").long()
         used = torch.zeros(field.encoding.logical_size(), dtype=torch.bool)

@@ -58,7 +58,7 @@ def corner_rows_and_weights(x: torch.Tensor, scalings: torch.Tensor, table_size:
     h = (h[..., :, None] ^ axes[2][..., None, :]).flatten(-2)  # [N, L, 8]
     if not pow2:
         h = (h % table_size).to(torch.int32)
-    rows = h + (torch.arange(num_levels, dtype=torch.int32) * table_size)[None, :, None]
+    rows = h + (torch.arange(num_levels, dtype=torch.int32, device=x.device) * table_size)[None, :, None]
     w = [torch.stack([1 - off[..., a], off[..., a]], -1) for a in range(3)]
     weights = (w[0][..., :, None] * w[1][..., None, :]).flatten(-2)
     weights = (weights[..., :, None] * w[2][..., None, :]).flatten(-2)

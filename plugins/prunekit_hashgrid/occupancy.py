@@ -20,11 +20,11 @@ from .saliency import cell_index
 
 class OccupancyGrid:
     def __init__(self, res: int = 64, threshold: float = 0.01, decay: float = 0.95, every: int = 16,
-                 warmup: int = 256):
+                 warmup: int = 256, device: torch.device | str = "cpu"):
         self.res, self.threshold, self.decay, self.every, self.warmup = res, threshold, decay, every, warmup
-        self.occ = torch.zeros(res**3)
-        self.binary = torch.ones(res**3, dtype=torch.bool)
-        ijk = torch.stack(torch.meshgrid(*[torch.arange(res)] * 3, indexing="ij"), -1).reshape(-1, 3)
+        self.occ = torch.zeros(res**3, device=device)
+        self.binary = torch.ones(res**3, dtype=torch.bool, device=device)
+        ijk = torch.stack(torch.meshgrid(*[torch.arange(res, device=device)] * 3, indexing="ij"), -1).reshape(-1, 3)
         self._corners = ijk.float() / res
 
     @torch.no_grad()
@@ -33,7 +33,7 @@ class OccupancyGrid:
         """Refresh the grid at step ``step`` (every ``every`` steps after ``warmup``); True if refreshed."""
         if step < self.warmup or step % self.every:
             return False
-        x = self._corners + torch.rand(self._corners.shape, generator=generator) / self.res
+        x = self._corners + torch.rand(self._corners.shape, generator=generator, device=self._corners.device) / self.res
         sigma = torch.cat([density_fn(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)])
         self.occ = torch.maximum(self.occ * self.decay, sigma * step_size)
         self.binary = self.occ > min(float(self.occ.mean()), self.threshold)

@@ -40,8 +40,9 @@ def sample_points(o, d, n_samples: int, perturb: bool, generator: torch.Generato
     near, far = box_intersect(o, d)
     hit = far > near + 1e-6
     far = torch.where(hit, far, near + 1e-6)
-    u = torch.rand(o.shape[0], n_samples, generator=generator) if perturb else torch.full((o.shape[0], n_samples), 0.5)
-    bins = (torch.arange(n_samples, dtype=o.dtype)[None] + u) / n_samples
+    shape = (o.shape[0], n_samples)
+    u = torch.rand(shape, generator=generator, device=o.device) if perturb else torch.full(shape, 0.5, device=o.device)
+    bins = (torch.arange(n_samples, dtype=o.dtype, device=o.device)[None] + u) / n_samples
     t = near[:, None] + (far - near)[:, None] * bins
     pts = (o[:, None, :] + t[..., None] * d[:, None, :]).clamp(0.0, 1.0)
     return pts, (far - near) / n_samples, hit
@@ -67,8 +68,8 @@ def render_rays(field, o: torch.Tensor, d: torch.Tensor, n_samples: int, *, pert
     if keep is not None:
         sel = sel & keep(flat)
     idx = sel.nonzero().flatten()
-    sigma = torch.zeros(R * K, dtype=o.dtype)
-    rgb = torch.zeros(R * K, 3, dtype=o.dtype)
+    sigma = torch.zeros(R * K, dtype=o.dtype, device=o.device)
+    rgb = torch.zeros(R * K, 3, dtype=o.dtype, device=o.device)
     if idx.numel():
         dirs = d[:, None, :].expand(R, K, 3).reshape(-1, 3)[idx]
         s, c = field(flat[idx], dirs, hard=hard)

@@ -100,7 +100,7 @@ class GlobalAdam(torch.optim.Optimizer):
                     continue
                 st = self.state[p]
                 if not st:
-                    st["t"], st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros((), dtype=p.dtype)
+                    st["t"], st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros((), dtype=p.dtype, device=p.device)
                 st["t"] += 1
                 st["m"].mul_(b1).add_(p.grad, alpha=1 - b1)
                 st["v"].mul_(b2).add_(p.grad.pow(2).mean(), alpha=1 - b2)

@@ -1,4 +1,5 @@
-"""Standalone CPU trainer for a tiny hash-grid NeRF: dense, HollowNeRF, or occupancy-grid culled.
+"""Standalone trainer for a small hash-grid NeRF (CPU by default, CUDA with ``device="cuda"``): dense,
+HollowNeRF, or occupancy-grid culled.
 
 Loss = mean |C(r) - C_gt(r)|^2 over a random batch of training rays, plus, for HollowNeRF, the saliency
 budget penalty lam*(d - C) + rho/2*(d - C)^2 (``saliency.SaliencyBudget``) from ``budget_start`` on.
@@ -48,6 +49,7 @@ class TrainConfig:
     background: tuple[float, float, float] | None = (1.0, 1.0, 1.0)  # None: learned
     seed: int = 0
     threads: int = 0  # 0: leave torch's setting
+    device: str = "cpu"  # "cuda": model, rays, samples, saliency and occupancy grids on the GPU
 
     def __post_init__(self) -> None:
         if self.mode not in ("dense", "hollow", "occgrid"):
@@ -56,6 +58,29 @@ class TrainConfig:
             raise ValueError("steps, batch_rays and samples must be >= 1")
         if self.dilate < 0:
             raise ValueError(f"dilate must be >= 0 cells, got {self.dilate}")
+        resolve_device(self.device)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"cpu"`` or ``"cuda"[:i]`` as a torch device; :class:`prunekit.UsageError` when CUDA is asked for and absent."""
+    from prunekit import UsageError
+
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"device must be 'cpu' or 'cuda', got {name!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise UsageError(f"device must be 'cpu' or 'cuda', got {name!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} asked for, but torch {torch.__version__} sees no CUDA device "
+                         f"(built with CUDA {torch.version.cuda or 'none'})")
+    return dev
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall-clock timings are real (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @dataclass
@@ -80,7 +105,7 @@ def enforce_budget(saliency, target: float) -> int:
     from prunekit import Budget, Scores, select
 
     kept = saliency.kept()
-    top = select(Scores.single(saliency.logits.detach()), Budget(keep_ratio=target)).only
+    top = select(Scores.single(saliency.logits.detach().cpu()), Budget(keep_ratio=target)).only.to(kept.device)
     cut = kept & ~top
     with torch.no_grad():
         saliency.logits[cut] = -1e-3  # just below the threshold: the gate reads 0
@@ -111,9 +136,10 @@ def train(views: Views, cfg: TrainConfig, progress=None) -> Trained:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    dev = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    g = torch.Generator().manual_seed(cfg.seed)
-    fld = build_field(cfg)
+    g = torch.Generator(device=dev).manual_seed(cfg.seed)
+    fld = build_field(cfg).to(dev)  # built on the CPU first: the same initial weights on every device
     groups = [{"params": [fld.encoding.hash_table], "lr": cfg.lr},
               {"params": [*fld.density_mlp.parameters(), *fld.color_mlp.parameters()], "lr": cfg.lr}]
     if fld.learn_background:
@@ -124,15 +150,16 @@ def train(views: Views, cfg: TrainConfig, progress=None) -> Trained:
     if fld.saliency is not None:
         budget = SaliencyBudget(cfg.saliency_target, int(cfg.budget_start * cfg.steps), int(cfg.budget_end * cfg.steps),
                                 cfg.rho, cfg.eta)
-    occ = OccupancyGrid(cfg.occ_res, warmup=min(256, cfg.steps // 4)) if cfg.mode == "occgrid" else None
+    occ = OccupancyGrid(cfg.occ_res, warmup=min(256, cfg.steps // 4), device=dev) if cfg.mode == "occgrid" else None
     step_size = math.sqrt(3) / cfg.samples
-    rgb = views.images.reshape(-1, 3)
-    ro, rd = views.rays_o.reshape(-1, 3), views.rays_d.reshape(-1, 3)
+    rgb = views.images.reshape(-1, 3).to(dev)
+    ro, rd = views.rays_o.reshape(-1, 3).to(dev), views.rays_d.reshape(-1, 3).to(dev)
     freeze_from = int(cfg.freeze_from * cfg.steps) if fld.saliency is not None else cfg.steps + 1
     log = {"loss": [], "density": [], "lam": [], "evaluated_fraction": []}
+    sync(dev)
     t0 = time.perf_counter()
     for step in range(cfg.steps):
-        idx = torch.randint(0, rgb.shape[0], (cfg.batch_rays,), generator=g)
+        idx = torch.randint(0, rgb.shape[0], (cfg.batch_rays,), generator=g, device=dev)
         frozen = step >= freeze_from
         keep = None
         if occ is not None:
@@ -167,6 +194,7 @@ def train(views: Views, cfg: TrainConfig, progress=None) -> Trained:
                 log["lam"].append((step, budget.enforcer.lam))
             if progress is not None:
                 progress(step, float(loss))
+    sync(dev)
     log["train_seconds"] = time.perf_counter() - t0
     if fld.saliency is not None:
         log["kept_cells"] = int(fld.saliency.kept().sum())
@@ -182,12 +210,16 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def evaluate(fld, views: Views, samples: int, keep=None) -> dict:
-    """Mean PSNR over ``views``, render seconds and field queries (hard gates, no perturbation)."""
+    """Mean PSNR over ``views``, render seconds and field queries (hard gates, no perturbation), on the
+    field's device (views are moved there one at a time; the time is synchronised on CUDA)."""
+    dev = next(fld.parameters()).device
+    sync(dev)
     ps, n, total, t0 = [], 0, 0, time.perf_counter()
     for i in range(len(views)):
-        img, k, m = render_image(fld, views.rays_o[i], views.rays_d[i], samples, hard=True, keep=keep)
-        ps.append(psnr(img, views.images[i]))
+        img, k, m = render_image(fld, views.rays_o[i].to(dev), views.rays_d[i].to(dev), samples, hard=True, keep=keep)
+        ps.append(psnr(img, views.images[i].to(dev)))
         n, total = n + k, total + m
+    sync(dev)
     return {"psnr": sum(ps) / len(ps), "psnr_per_view": ps, "render_seconds": time.perf_counter() - t0,
             "field_queries": n, "samples": total}
 

@@ -193,7 +193,7 @@ def train(views: Views, cfg: TrainConfig, progress=None) -> Trained:
                 log["density"].append((step, float(fld.saliency.density().detach())))
                 log["lam"].append((step, budget.enforcer.lam))
             if progress is not None:
-                progress(step, float(loss))
+                progress(step, float(loss.detach()))
     sync(dev)
     log["train_seconds"] = time.perf_counter() - t0
     if fld.saliency is not None:

@@ -35,6 +35,11 @@ def bench():
     return _script("scripts/bench/bench_hollownerf.py")
 
 
+@pytest.fixture(scope="module")
+def gpu_check():
+    return _script("scripts/bench/hollownerf_gpu_check.py")
+
+
 def test_explicit_cpu_gives_the_default_numbers(trainer, tmp_path, capsys):
     outs = []
     for i, extra in enumerate([[], ["--device", "cpu"]]):
@@ -45,11 +50,12 @@ def test_explicit_cpu_gives_the_default_numbers(trainer, tmp_path, capsys):
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA")
-@pytest.mark.parametrize("which", ["trainer", "bench"])
+@pytest.mark.parametrize("which", ["trainer", "bench", "gpu_check"])
 def test_cuda_without_cuda_is_one_line_and_writes_nothing(which, request, tmp_path, capsys):
     mod = request.getfixturevalue(which)
     out = tmp_path / ("m.safetensors" if which == "trainer" else "b.json")
-    assert mod.main([*(TINY if which == "trainer" else []), "--device", "cuda", "-o", str(out)]) == 2
+    args = {"trainer": [*TINY, "--device", "cuda"], "bench": ["--device", "cuda"], "gpu_check": []}[which]
+    assert mod.main([*args, "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: device 'cuda' asked for") and err.count("\n") == 1
     assert not out.exists()
@@ -79,16 +85,22 @@ def test_cuda_trains_all_modes_on_the_gpu(mode):
     assert abs(res["cuda"] - res["cpu"]) < 1.5, res
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
-def test_cuda_bench_writes_json(bench, tmp_path):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA"))])
+def test_bench_writes_json_with_reachable_dense_rows(bench, device, tmp_path, capsys):
     out = tmp_path / "b.json"
-    args = ["--res", "16", "--views", "16", "--steps", "40", "--batch-rays", "128", "--samples", "8", "--levels", "2",
-            "--max-res", "16", "--log2-table", "8", "--saliency-res", "8", "--fractions", "0.5",
-            "--only", "dense,hollow@0.5", "--device", "cuda", "-o", str(out)]
+    args = ["--res", "16", "--views", "16", "--steps", "30", "--batch-rays", "128", "--samples", "8", "--levels", "4",
+            "--max-res", "64", "--log2-table", "12", "--saliency-res", "8", "--fractions", "0.5", "--threads", "1",
+            "--only", "dense,hollow@0.5", "--train-eval-views", "3", "--device", device, "-o", str(out)]
     assert bench.main(args) == 0
     d = json.loads(out.read_text())
-    assert d["inputs"]["device"] == "cuda" and "gpu" in d["machine"]
+    assert d["inputs"]["device"] == device and ("gpu" in d["machine"]) == (device == "cuda")
     assert set(d["runs"]) == {"dense", "hollow@0.5"} and d["runs"]["hollow@0.5"]["compaction"]["rows_kept"] > 0
+    dense = d["runs"]["dense"]
+    # level 0 (resolution 16) has 17^3 = 4913 vertices for 4096 rows: the hash reaches only some of the rows
+    assert 0 < dense["reachable_hash_params"] < dense["sizes"]["hash_params"]
+    s = d["summary"]["hollow@0.5"]
+    assert s["hash_param_fraction_of_dense_reachable"] == pytest.approx(
+        s["hash_param_fraction"] * dense["sizes"]["hash_params"] / dense["reachable_hash_params"])
 
 
 @pytest.mark.parametrize("mode", ["hollow", "occgrid"])

@@ -2,11 +2,14 @@
 """Memory and time scaling of the hash-grid trainer, measured with tiny runs (sizing for a GPU check).
 
 Each case runs in a fresh process (so its peak RSS is its own) and does a few training steps of
-``prunekit_hashgrid.train`` with the given grid and rays per step; reported per case: seconds per step after
-the first (process CPU time; wall, synchronised, includes the first), peak resident memory, hash parameters. From two batch sizes of one
-grid it fits  memory = fixed + per_ray * rays  and  step = fixed + per_ray * rays  (two-point line, stated as
-such). Also times the compaction of a paper-size table (``compact_field``, CPU) for a saliency mask of the
-synthetic scene's occupied cells, and the loading of the fox capture at one downscale.
+``prunekit_hashgrid.train`` with the given grid and rays per step; reported per case: process CPU seconds per
+step after the first, wall seconds per step (synchronised; includes the first), peak resident memory, hash
+parameters. From two batch sizes of one grid it fits  memory = fixed + per_ray * rays  and
+step = fixed + per_ray * rays  (a two-point line). Also times the compaction of a paper-size table
+(``compact_field``, CPU) for a mask of the synthetic scene's occupied cells, counts the rows a dense table of
+that size can reach at all, and times loading the fox capture at one downscale. ``--add fractions:32``: what
+fraction of the dense grid's parameters a table of f * 2^19 rows keeps after compaction (the GPU check's
+``--fractions``).
 
     OMP_NUM_THREADS=1 python scripts/bench/hollownerf_scaling.py      # -> bench-out/hollownerf-scaling-cpu.json
 """
@@ -55,7 +58,7 @@ def one_train(grid: str, rays: int, samples: int, steps: int, device: str) -> di
 def one_compact(saliency_res: int) -> dict:
     import torch
 
-    from prunekit_hashgrid.compact import compact_field
+    from prunekit_hashgrid.compact import compact_field, reachable_rows
     from prunekit_hashgrid.field import HollowField
 
     sys.path.insert(0, str(ROOT / "scripts" / "bench"))
@@ -68,9 +71,37 @@ def one_compact(saliency_res: int) -> dict:
         fld.saliency.logits.copy_(torch.where(occupied, 1.0, -1.0))
     c0, t0 = time.process_time(), time.perf_counter()
     _, stats = compact_field(fld)
+    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    every = reachable_rows(fld.encoding, torch.ones(saliency_res**3, dtype=torch.bool), saliency_res)
+    T = fld.encoding.table_size
     return {"saliency_res": saliency_res, "cells_kept_fraction": float(occupied.float().mean()),
-            "cpu_seconds": time.process_time() - c0, "wall_seconds": time.perf_counter() - t0,
-            "rows_kept_fraction": stats["rows_kept"] / stats["rows_total"], "peak_rss_mb": _rss_mb()}
+            "cpu_seconds": cpu, "wall_seconds": wall, "peak_rss_mb": _rss_mb(),
+            "rows_kept_fraction": stats["rows_kept"] / stats["rows_total"],
+            "rows_kept_fraction_per_level": [n / T for n in stats["rows_kept_per_level"]],
+            "dense_reachable_fraction": float(every.float().mean()),
+            "dense_reachable_fraction_per_level": [float(every[i * T:(i + 1) * T].float().mean())
+                                                   for i in range(fld.encoding.num_levels)]}
+
+
+def one_fractions(saliency_res: int, fractions=(0.3, 0.45, 0.55, 0.8)) -> dict:
+    """Reachable rows of a paper grid whose table has f * 2^19 rows per level, over the dense grid's 16 * 2^19:
+    with every cell kept (an upper bound on what compaction keeps) and with the synthetic scene's occupied cells."""
+    import torch
+
+    from prunekit_hashgrid.compact import reachable_rows
+    from prunekit_hashgrid.encoding import HashGrid
+
+    sys.path.insert(0, str(ROOT / "scripts" / "bench"))
+    from hollownerf_occupancy import solid_masks
+
+    torch.set_num_threads(1)
+    g, T = GRIDS["paper"], 2 ** GRIDS["paper"]["log2_hashmap_size"]
+    masks = {"all_cells": torch.ones(saliency_res**3, dtype=torch.bool), "occupied_cells": solid_masks(saliency_res)[0]}
+    out = {}
+    for f in fractions:
+        grid = HashGrid(**g, table_size=round(f * T))
+        out[f"{f:g}"] = {k: int(reachable_rows(grid, m, saliency_res).sum()) / (g["num_levels"] * T) for k, m in masks.items()}
+    return {"saliency_res": saliency_res, "kept_param_fraction_of_dense": out}
 
 
 def one_load(downscale: int) -> dict:
@@ -98,12 +129,14 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--samples", type=int, default=48)
     ap.add_argument("--fox-downscale", type=int, default=8)
+    ap.add_argument("--add", metavar="CASE", help="run one case (e.g. fractions:32) and add it to --output")
     ap.add_argument("-o", "--output", default=str(ROOT / "bench-out" / "hollownerf-scaling-cpu.json"))
     a = ap.parse_args(argv)
     if a.one:
         kind, *args = a.one.split(":")
         fn = {"train": lambda g, r: one_train(g, int(r), a.samples, a.steps, a.device),
-              "compact": lambda g: one_compact(int(g)), "load": lambda d: one_load(int(d))}[kind]
+              "compact": lambda g: one_compact(int(g)), "load": lambda d: one_load(int(d)),
+              "fractions": lambda g: one_fractions(int(g))}[kind]
         print(json.dumps(fn(*args)))
         return 0
 
@@ -117,6 +150,12 @@ def main(argv=None) -> int:
         print(spec, r, flush=True)
         return r
 
+    if a.add:
+        out = json.loads(Path(a.output).read_text())
+        out[a.add.split(":")[0]] = case(a.add)
+        out.setdefault("commands", []).append(" ".join(sys.argv))
+        atomic_write_text(a.output, json.dumps(out, indent=2) + "\n")
+        return 0
     rays = [int(x) for x in a.rays.split(",")]
     out = {"benchmark": "hollownerf scaling", "machine": machine_info(), "command": " ".join(sys.argv),
            "inputs": {k: v for k, v in vars(a).items() if k not in ("one", "output")}, "train": [], "fits": {}}

@@ -101,6 +101,7 @@ def test_bench_writes_json_with_reachable_dense_rows(bench, device, tmp_path, ca
     s = d["summary"]["hollow@0.5"]
     assert s["hash_param_fraction_of_dense_reachable"] == pytest.approx(
         s["hash_param_fraction"] * dense["sizes"]["hash_params"] / dense["reachable_hash_params"])
+    assert set(d["targets_vs_dense_reachable"]) == set(d["targets"])
 
 
 @pytest.mark.parametrize("mode", ["hollow", "occgrid"])

@@ -24,7 +24,12 @@ sys.path.insert(0, str(ROOT / "scripts" / "bench"))
 from bench_aptp import paired_difference  # noqa: E402
 
 FAMILIES = ("single", "side", "pair", "all")
-IGNORED = ("seed", "out", "force", "static_from")
+IGNORED = ("seed", "eval_seed", "out", "force", "static_from")
+
+
+def eval_seed(args: dict) -> int:
+    """The eval prompt seed a run used (``--eval-seed``, default seed + 1)."""
+    return int(args["seed"]) + 1 if args.get("eval_seed", "None") == "None" else int(args["eval_seed"])
 
 
 def family_ok(run: dict, model: str, fam: str) -> list[int]:
@@ -43,6 +48,8 @@ def pool(runs: list[dict]) -> dict:
     for k, r in enumerate(runs[1:], 1):
         diff = [a for a in set(first["args"]) | set(r["args"])
                 if a not in IGNORED and first["args"].get(a) != r["args"].get(a)]
+        if eval_seed(r["args"]) != eval_seed(first["args"]):
+            diff.append("eval_seed")
         if diff:
             raise ValueError(f"run {k} differs from run 0 in {sorted(diff)}")
         if r["results"]["base"]["ok"] != first["results"]["base"]["ok"]:

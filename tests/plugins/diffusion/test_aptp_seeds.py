@@ -18,7 +18,7 @@ def _row(ok: list[int], fd: float = 100.0, cpu: float = 5.0) -> dict:
 
 def _run(seed: int, aptp: list[int], static: list[int]) -> dict:
     """Two prompts per family, in family blocks (single, side, pair)."""
-    return {"args": {"seed": str(seed), "out": f"s{seed}.json", "steps": "600"},
+    return {"args": {"seed": str(seed), "eval_seed": "1", "out": f"s{seed}.json", "steps": "600"},
             "eval": {"prompts_per_family": 2, "families": ["single", "side", "pair"]},
             "results": {"base": {"ok": [1, 1, 0, 1, 0, 0], "generate_cpu_s": 10.0},
                         "aptp": {"finetuned": _row(aptp, 90.0), "mean_mac_ratio_eval": 0.6, "share": [0.5, 0.5]},
@@ -47,3 +47,9 @@ def test_runs_that_do_not_pair_are_refused(seeds):
     other_steps["args"]["steps"] = "200"
     with pytest.raises(ValueError, match="steps"):
         seeds.pool([_run(0, [1] * 6, [0] * 6), other_steps])
+    other_prompts = _run(1, [1] * 6, [0] * 6)
+    del other_prompts["args"]["eval_seed"]  # default: seed + 1 = 2, not run 0's 1
+    with pytest.raises(ValueError, match="eval_seed"):
+        seeds.pool([_run(0, [1] * 6, [0] * 6), other_prompts])
+    other_prompts["args"]["eval_seed"] = "1"
+    assert seeds.pool([_run(0, [1] * 6, [0] * 6), other_prompts])["seeds"] == [0, 1]

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -37,7 +36,7 @@ import numpy as np
 import torch
 
 from prunekit import atomic_write_text, machine_info
-from prunekit.errors import PrunekitError
+from prunekit.errors import run_script
 from prunekit_voxel.checkpoint import load_checkpoint, save_checkpoint
 from prunekit_voxel.data import room_sample
 from prunekit_voxel.losses import tsp3d_losses
@@ -175,8 +174,4 @@ def _counts(net: Tsp3dNet, vox, args, rng) -> tuple[int, int]:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except PrunekitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+    run_script(main)

@@ -28,3 +28,16 @@ class InputError(PrunekitError):
 
 class PluginError(PrunekitError):
     """A plugin that is unknown, disabled or failed to load."""
+
+
+def run_script(main) -> None:
+    """Exit with ``main()``'s return code; a :class:`PrunekitError` becomes one stderr line
+    (``error: ...``) and its ``exit_code``. The ``__main__`` guard of the scripts under ``scripts/``."""
+    import sys
+
+    try:
+        code = main()
+    except PrunekitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    sys.exit(code)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -40,7 +39,7 @@ import numpy as np
 import torch
 
 from prunekit import atomic_write_text, machine_info
-from prunekit.errors import InputError, PrunekitError
+from prunekit.errors import InputError, run_script
 from prunekit_voxel.checkpoint import load_checkpoint
 from prunekit_voxel.data import expressions_of, room_sample, samples_of, to_room_frame
 from prunekit_voxel.metrics import accuracy_at, box_iou
@@ -280,8 +279,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except PrunekitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+    run_script(main)

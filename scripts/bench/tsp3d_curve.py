@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_tsp3d import _read_json, hit_se, paired  # noqa: E402
 
 from prunekit import atomic_write_text, machine_info  # noqa: E402
-from prunekit.errors import InputError, PrunekitError  # noqa: E402
+from prunekit.errors import InputError, run_script  # noqa: E402
 
 PRUNED = ("tgp", "tgp+cba")
 
@@ -147,8 +147,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except PrunekitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+    run_script(main)

@@ -50,6 +50,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 import train_aptp_mnist as T  # noqa: E402
+sys.path.insert(0, str(ROOT / "scripts" / "bench"))
+from common import paired_difference  # noqa: E402,F401  (also used by aptp_seeds.py)
 
 OUT = ROOT / "bench-out" / "aptp.json"
 
@@ -210,12 +212,6 @@ def evaluate(pipe_base, enc, router, macs, experts, prompts, seeds, ids, table, 
             "route_wall_s": route_s, "pipeline_wall_s": route_s + gen_s,
             "route_fraction_wall": route_s / (route_s + gen_s), "route_cpu_s": route_c,
             "route_fraction": route_c / (route_c + gen_c)}
-
-
-def paired_difference(ok_a: list[int], ok_b: list[int]) -> dict:
-    """Mean of ``ok_a - ok_b`` over the same prompts and its standard error ``std / sqrt(n)``."""
-    d = torch.tensor(ok_a, dtype=torch.float64) - torch.tensor(ok_b, dtype=torch.float64)
-    return {"diff": float(d.mean()), "se": float(d.std() / len(d) ** 0.5), "n": len(d)}
 
 
 SAME_ARGS = ("base", "steps", "keep", "batch", "lr", "ft_steps", "ft_lr", "ft_alpha", "n_eval", "sample_steps", "seed",

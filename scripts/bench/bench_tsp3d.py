@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -47,6 +48,9 @@ from prunekit_voxel.rooms import ALL_CLASSES
 from prunekit_voxel.scannet import load_scannet
 from prunekit_voxel.sparse import SparseVoxels
 from prunekit_voxel.text import TextEncoder
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import paired_difference  # noqa: E402
 
 SETTINGS = {"full": dict(prune=False, cba=False), "tgp": dict(prune=True, cba=False), "tgp+cba": dict(prune=True, cba=True)}
 SCANNET = Path(__file__).resolve().parents[3] / "shared" / "data" / "scannet"
@@ -98,9 +102,7 @@ def paired(a_ious, b_ious, at: float = 0.25) -> dict:
     """Paired difference of Acc@``at`` (b - a) over the same samples: mean of ``d_i = hit_b,i - hit_a,i``
     and its standard error ``std(d, ddof=1) / sqrt(n)``; also how many samples each setting alone gets."""
     a, b = np.asarray(a_ious) >= at, np.asarray(b_ious) >= at
-    d = b.astype(float) - a.astype(float)
-    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None  # undefined for one sample
-    return {"at": at, "n": int(len(d)), "diff": float(d.mean()), "se": se,
+    return {"at": at, **paired_difference(b.astype(float), a.astype(float)),
             "only_a": int((a & ~b).sum()), "only_b": int((b & ~a).sum())}
 
 

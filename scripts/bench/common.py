@@ -71,3 +71,11 @@ def tile_scene(scene, n: int):
     return GaussianScene(means=torch.cat(parts)[:n], quats=cat("quats"), scales=cat("scales"),
                          opacities=cat("opacities"), sh0=cat("sh0"), shN=cat("shN"),
                          extra={k: torch.cat([v] * reps)[:n] for k, v in scene.extra.items()})
+
+
+def paired_difference(x, y) -> dict:
+    """Paired difference over the same samples: mean of ``d_i = x_i - y_i`` and its standard error
+    ``std(d, ddof=1) / sqrt(n)`` (None for one sample). Shared by the APTP and TSP3D benchmarks."""
+    d = torch.as_tensor(x, dtype=torch.float64) - torch.as_tensor(y, dtype=torch.float64)
+    se = float(d.std() / len(d) ** 0.5) if len(d) > 1 else None
+    return {"diff": float(d.mean()), "se": se, "n": len(d)}

@@ -14,6 +14,10 @@ Outputs (cached; pass --force to retrain), under ``.cache/mnist16/`` (git-ignore
 
     .venv/bin/python scripts/train_mnist_diffusion.py --what classifier
     .venv/bin/python scripts/train_mnist_diffusion.py --what unet --steps 4000 [--cpu-minutes 12]
+
+``--init PIPELINE_DIR`` continues training from that pipeline's (EMA) denoiser with a fresh
+optimiser and its own warm-up + cosine schedule (a warm restart), into ``--out`` (which needs the
+classifier: train one there or link the original's ``classifier.*`` files).
 """
 
 from __future__ import annotations
@@ -96,7 +100,7 @@ def train_classifier(x, y, out: Path, steps: int, seed: int) -> dict:
 
 def train_denoiser(kind: str, x, y, out: Path, steps: int, batch: int, lr: float, seed: int,
                    cpu_minutes: float | None = None, ema_decay: float = 0.999, warmup: int = 200,
-                   meter=None, eval_every: int = 500, label_dropout: float = 0.1) -> dict:
+                   meter=None, eval_every: int = 500, label_dropout: float = 0.1, init: Path | None = None) -> dict:
     """Noise-prediction (epsilon) training with AdamW, linear warm-up + cosine LR (to 0.1 lr), gradient
     clipping and an EMA copy (the saved model). A model with a null class (DiT) is trained with
     ``label_dropout`` of the labels replaced by it, once per sample; diffusers' own DiT dropout
@@ -106,6 +110,8 @@ def train_denoiser(kind: str, x, y, out: Path, steps: int, batch: int, lr: float
     training stops at ``steps`` or at the cap, whichever comes first, and the cosine follows the
     larger of the two fractions. ``meter`` = (classifier, real features): every ``eval_every`` steps
     the EMA model generates 100 digits and its classifier accuracy / Fréchet distance are logged.
+    ``init``: a saved pipeline whose denoiser (same kind) is the starting point of model and EMA; its
+    ``train_log.json`` summary is kept under ``"init"`` in the new log.
     """
     from prunekit_diffusion.api import null_class
     from prunekit_diffusion.pipeline import ClassConditionalPipeline
@@ -114,6 +120,15 @@ def train_denoiser(kind: str, x, y, out: Path, steps: int, batch: int, lr: float
 
     torch.manual_seed(seed)
     model = build_denoiser(kind)
+    init_log = None
+    if init is not None:
+        start = ClassConditionalPipeline.from_pretrained(init).denoiser
+        if type(start) is not type(model):
+            raise SystemExit(f"--init {init}: a {type(start).__name__}, not a {kind} denoiser")
+        model.load_state_dict(start.state_dict())  # strict: the same config
+        log_file = Path(init) / "train_log.json"
+        init_log = {"path": str(init), **({k: v for k, v in json.loads(log_file.read_text()).items() if k != "log"}
+                                          if log_file.exists() else {})}
     null = null_class(model)  # DiT's label-dropout row; the UNet2DModel class embedding has none
     ema = copy.deepcopy(model).eval()
     sched = noise_scheduler()
@@ -174,7 +189,7 @@ def train_denoiser(kind: str, x, y, out: Path, steps: int, batch: int, lr: float
             "wall_seconds": time.perf_counter() - t0, "params": sum(p.numel() for p in model.parameters()),
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in
                        (UNET_CONFIG if kind == "unet" else DIT_CONFIG).items()},
-            "n_train": N_TRAIN, "size": SIZE, "evals": evals, "log": log}
+            "n_train": N_TRAIN, "size": SIZE, "init": init_log, "evals": evals, "log": log}
     (out / kind / "train_log.json").write_text(json.dumps(info, indent=2))
     return info
 
@@ -194,6 +209,7 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=500, help="log the EMA model's sample accuracy every N steps")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core machine)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", type=Path, help="continue from this saved pipeline's denoiser (with --what unet or dit)")
     ap.add_argument("--force", action="store_true", help="retrain even when cached outputs exist")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -204,6 +220,8 @@ def main() -> None:
     x, y = load_mnist(DATA, size=SIZE)
     a.out.mkdir(parents=True, exist_ok=True)
     todo = ["classifier", "unet", "dit"] if a.what == "all" else [a.what]
+    if a.init is not None and a.what not in ("unet", "dit"):
+        raise SystemExit("--init needs --what unet or --what dit")
     for what in todo:
         done = (a.out / "classifier.safetensors").exists() if what == "classifier" else (a.out / what / "model_index.json").exists()
         if done and not a.force:
@@ -216,7 +234,7 @@ def main() -> None:
             with torch.no_grad():
                 meter = (clf, clf.features(x[N_TRAIN:]))
             info = train_denoiser(what, x, y, a.out, a.steps, a.batch, a.lr, a.seed, cpu_minutes=a.cpu_minutes,
-                                  ema_decay=a.ema, warmup=a.warmup, meter=meter, eval_every=a.eval_every)
+                                  ema_decay=a.ema, warmup=a.warmup, meter=meter, eval_every=a.eval_every, init=a.init)
             print(json.dumps({k: v for k, v in info.items() if k != "log"}))
 
 

@@ -9,6 +9,12 @@ static rows, per family and overall: accuracy per run and its mean; the per-run 
 ``APTP - static`` with ``se = std(d) / sqrt(n)`` over the prompts ``d_i = ok_aptp,i - ok_static,i``;
 pooled over the K runs: the mean difference, ``se_paired = sqrt(sum_k se_k^2) / K`` (evaluation
 noise) and ``se_seeds = sd(diff_k) / sqrt(K)`` (router / fine-tune seed noise, K >= 2).
+
+    python scripts/bench/aptp_seeds.py NEW.json --against OLD.json --out CMP.json
+
+``--against`` also compares run(s) of another recipe (e.g. a longer router schedule) with one earlier run on
+the same eval prompts and noise (identical unpruned rows required): per family, the paired differences
+new - old of each model's per-prompt correctness, and of ``APTP - static`` (``d_i = (a - s)_new,i - (a - s)_old,i``).
 """
 
 from __future__ import annotations
@@ -72,9 +78,23 @@ def pool(runs: list[dict]) -> dict:
     return out
 
 
+def against(new: dict, old: dict) -> dict:
+    """Paired per-prompt differences of ``new``'s fine-tuned rows minus ``old``'s (same eval prompts and noise)."""
+    if eval_seed(new["args"]) != eval_seed(old["args"]) or new["results"]["base"]["ok"] != old["results"]["base"]["ok"]:
+        raise ValueError("--against: the runs do not share eval prompts and noise (unpruned rows differ)")
+    out = {}
+    for fam in FAMILIES:
+        rows = {m: {w: family_ok(r, m, fam) for w, r in (("new", new), ("old", old))} for m in ("aptp", "static")}
+        gap = {w: [a - s for a, s in zip(rows["aptp"][w], rows["static"][w])] for w in ("new", "old")}
+        out[fam] = {**{m: paired_difference(v["new"], v["old"]) for m, v in rows.items()},
+                    "aptp_minus_static": paired_difference(gap["new"], gap["old"])}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--against", type=Path, help="an earlier run on the same eval prompts to compare with (new - old)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     from prunekit import InputError, atomic_write_text
@@ -82,6 +102,9 @@ def main() -> None:
     try:
         runs = [json.loads(p.read_text()) for p in a.runs]
         pooled = pool(runs)
+        if a.against:
+            old = json.loads(a.against.read_text())
+            pooled["against"] = {"run": str(a.against), "per_run": [against(r, old) for r in runs]}
     except (OSError, ValueError, KeyError) as e:
         raise SystemExit(f"error: {InputError(str(e))}") from None
     atomic_write_text(a.out, json.dumps({"benchmark": "aptp_seeds", "inputs": [str(p) for p in a.runs], **pooled},

@@ -74,11 +74,14 @@ def train_or_load(name: str, unet, data, table, codes: int, a) -> tuple:
     from prunekit_diffusion.aptp.train import AptpConfig, train_router
 
     tag = ("" if a.base == "unet" else f"{a.base}_") + f"{name}_k{codes}_p{a.keep}_s{a.steps}"
+    if a.w_contrastive != 1.0:  # older caches (contrastive weight 1) keep their names
+        tag += f"_wc{a.w_contrastive:g}_lr{a.lr:g}"
     folder = T.CACHE / (tag + (f"_seed{a.seed}" if a.seed else ""))
     if (folder / "aptp.json").exists() and not a.force:
         b = load_bundle(folder)
         return b.router, b.macs, b.experts, b.manifest.get("log", []), b.manifest.get("train_cpu_s", 0.0)
-    cfg = AptpConfig(n_codes=codes, keep_macs=a.keep, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, log_every=20)
+    cfg = AptpConfig(n_codes=codes, keep_macs=a.keep, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, log_every=20,
+                     w_contrastive=a.w_contrastive)
     c0 = cpu()
     show = lambda r: print(f"{name} step {r['step']} loss {r['loss']:.3f} macs {r['mac_ratio']:.3f} codes {r['codes']} "  # noqa: E731
                            f"{r['seconds']:.0f}s", flush=True)
@@ -214,7 +217,7 @@ def evaluate(pipe_base, enc, router, macs, experts, prompts, seeds, ids, table, 
             "route_fraction": route_c / (route_c + gen_c)}
 
 
-SAME_ARGS = ("base", "steps", "keep", "batch", "lr", "ft_steps", "ft_lr", "ft_alpha", "n_eval", "sample_steps", "seed",
+SAME_ARGS = ("base", "steps", "keep", "batch", "lr", "w_contrastive", "ft_steps", "ft_lr", "ft_alpha", "n_eval", "sample_steps", "seed",
              "eval_seed")
 
 
@@ -222,7 +225,7 @@ def reused_rows(path: Path, a) -> dict:
     """The unpruned and static rows of an earlier run with the same settings (their code path is deterministic)."""
     old = json.loads(path.read_text())
     mine = {k: str(v) for k, v in vars(a).items()}
-    absent = {"ft_alpha": "1.0", "base": "unet", "eval_seed": "None"}  # arguments older runs did not record
+    absent = {"ft_alpha": "1.0", "base": "unet", "eval_seed": "None", "w_contrastive": "1.0"}  # arguments older runs did not record
     diff = [k for k in SAME_ARGS if old["args"].get(k, absent.get(k)) != mine[k]]
     if diff:
         raise SystemExit(f"--static-from {path}: different settings {diff}")
@@ -235,7 +238,8 @@ def main() -> None:
     ap.add_argument("--keep", type=float, default=0.6, help="target mean MAC fraction p")
     ap.add_argument("--steps", type=int, default=200, help="router training steps (both methods)")
     ap.add_argument("--batch", type=int, default=24)
-    ap.add_argument("--lr", type=float, default=5e-2)
+    ap.add_argument("--lr", type=float, default=5e-2, help="router LR (the paper: 2e-4 x sqrt(batch) for 5000 steps)")
+    ap.add_argument("--w-contrastive", type=float, default=1.0, help="contrastive loss weight (the paper: 100)")
     ap.add_argument("--ft-steps", type=int, default=150, help="total fine-tune steps per method (0: none)")
     ap.add_argument("--ft-per-expert", action="store_true",
                     help="every APTP expert gets --ft-steps (equal steps per deployed model, K x the total fine-tune "

@@ -81,7 +81,8 @@ def train(
     keep_macs: float = typer.Option(0.6, "--keep-macs", help="target mean fraction of the UNet's MACs"),
     steps: int = typer.Option(300, "--steps"),
     batch: int = typer.Option(32, "--batch"),
-    lr: float = typer.Option(5e-2, "--lr"),
+    lr: float = typer.Option(5e-2, "--lr", help="router LR (the paper: 2e-4 x sqrt(batch) for 5000 steps)"),
+    w_contrastive: float = typer.Option(1.0, "--w-contrastive", help="contrastive loss weight (the paper: 100)"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Train the prompt router on a frozen UNet (progress on stderr, checkpoints in OUT)."""
@@ -92,6 +93,8 @@ def train(
             raise UsageError(f"--keep-macs must be in (0, 1], got {keep_macs}")
         if codes < 1 or steps < 1 or batch < 1:
             raise UsageError("--codes, --steps and --batch must be positive")
+        if w_contrastive < 0:
+            raise UsageError(f"--w-contrastive must be >= 0, got {w_contrastive}")
         from .train import AptpConfig, train_router
 
         unet = _load_unet(unet_dir)
@@ -104,7 +107,7 @@ def train(
             return {k: v[idx] for k, v in d.items()}
 
         cfg = AptpConfig(n_codes=codes, keep_macs=keep_macs, steps=steps, batch=batch, lr=lr, seed=seed,
-                         checkpoint_every=max(1, steps // 5))
+                         w_contrastive=w_contrastive, checkpoint_every=max(1, steps // 5))
         out.mkdir(parents=True, exist_ok=True)
         show = lambda r: typer.echo(f"step {r['step']}/{steps} loss {r['loss']:.4f} macs {r['mac_ratio']:.3f} "  # noqa: E731
                                     f"codes {r['codes']}", err=True)

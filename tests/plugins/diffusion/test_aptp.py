@@ -298,8 +298,9 @@ def test_cli_train_export_info_and_errors(tmp_path):
              encoder_hidden_states=g.standard_normal((12, 5, 8)).astype("float32"))
     run = lambda *a: CliRunner().invoke(app, [str(x) for x in a])  # noqa: E731
     r = run("train", tmp_path / "unet", "--data", tmp_path / "d.npz", "-o", tmp_path / "ck", "--codes", "2",
-            "--steps", "2", "--batch", "4")
+            "--steps", "2", "--batch", "4", "--w-contrastive", "100")
     assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "ck" / "aptp.json").read_text())["config"]["w_contrastive"] == 100.0
     r = run("export", tmp_path / "ck", "--unet", tmp_path / "unet", "-o", tmp_path / "bundle")
     assert r.exit_code == 0, r.output
     assert r.stdout.count("code ") == 2 and len(load_bundle(tmp_path / "bundle").experts) == 2
@@ -322,6 +323,8 @@ def test_cli_train_export_info_and_errors(tmp_path):
     assert r.exit_code == 1 and r.output.strip().count("\n") == 0 and "not an APTP bundle" in r.output
     r = run("train", tmp_path / "unet", "--data", tmp_path / "d.npz", "-o", tmp_path / "x", "--keep-macs", "1.5")
     assert r.exit_code == 2 and "--keep-macs" in r.output
+    r = run("train", tmp_path / "unet", "--data", tmp_path / "d.npz", "-o", tmp_path / "x", "--w-contrastive", "-1")
+    assert r.exit_code == 2 and "--w-contrastive" in r.output
 
 
 def test_bench_expert_steps_share_vs_per_expert():

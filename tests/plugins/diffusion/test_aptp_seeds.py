@@ -53,3 +53,16 @@ def test_runs_that_do_not_pair_are_refused(seeds):
         seeds.pool([_run(0, [1] * 6, [0] * 6), other_prompts])
     other_prompts["args"]["eval_seed"] = "1"
     assert seeds.pool([_run(0, [1] * 6, [0] * 6), other_prompts])["seeds"] == [0, 1]
+
+
+def test_against_an_earlier_run_is_paired_per_prompt(seeds):
+    old, new = _run(0, [1, 0, 1, 0, 0, 0], [1, 1, 1, 0, 0, 0]), _run(0, [1, 1, 1, 0, 1, 1], [1, 1, 0, 0, 0, 0])
+    c = seeds.against(new, old)
+    assert c["pair"]["aptp"]["diff"] == 1.0 and c["pair"]["static"]["diff"] == 0.0
+    assert c["single"]["aptp_minus_static"]["diff"] == pytest.approx(0.5)  # gaps (0, 0) new vs (0, -1) old
+    assert c["all"]["aptp"]["diff"] == pytest.approx(3 / 6) and c["all"]["aptp"]["n"] == 6
+    assert c["all"]["aptp_minus_static"]["diff"] == pytest.approx((3 - -1) / 6)
+    other = _run(0, [1] * 6, [0] * 6)
+    other["results"]["base"]["ok"] = [0] * 6
+    with pytest.raises(ValueError, match="unpruned"):
+        seeds.against(other, old)

@@ -15,6 +15,11 @@ path (text fusion on every voxel, TGP logits still supervised, no CBA) so the he
 on complete scenes; ``--kinds`` restricts the expression kinds (a curriculum), ``--objects`` /
 ``--extent`` / ``--scan-classes`` the room generator (the last adds the ScanNet scan's classes
 that the default rooms lack: counter, sink, other furniture, door, window, curtain). Head positives are the voxels holding the target's points.
+``--distill W`` (our addition, not the paper's; off by default) adds, on every pruned step, W times the
+self-distillation of the pruned path to the unpruned path of the same network on the same room and
+text (``prunekit_voxel.distill.self_distillation``; the teacher forward runs without gradients).
+``--budget-steps N`` makes the budget N steps (learning rate decaying by step / N) instead of time,
+so two recipes can be compared step for step on the same rooms.
 
 The checkpoint (safetensors, arch in its metadata) is written atomically to
 ``.cache/prunekit_voxel/tsp3d.safetensors`` together with ``tsp3d.train.json`` (losses, settings,
@@ -39,6 +44,7 @@ from prunekit import atomic_write_text, machine_info
 from prunekit.errors import run_script
 from prunekit_voxel.checkpoint import load_checkpoint, save_checkpoint
 from prunekit_voxel.data import room_sample
+from prunekit_voxel.distill import self_distillation
 from prunekit_voxel.losses import tsp3d_losses
 from prunekit_voxel.metrics import box_iou
 from prunekit_voxel.model import Tsp3dNet
@@ -77,6 +83,11 @@ def main(argv=None) -> int:
     ap.add_argument("--max-keys", type=int, default=512)
     ap.add_argument("--cba-candidates", type=int, default=600)
     ap.add_argument("--save-every", type=int, default=250)
+    ap.add_argument("--distill", type=float, default=0.0,
+                    help="weight of the pruned-to-unpruned self-distillation on pruned steps (ours; 0: off)")
+    ap.add_argument("--distill-tau", type=float, default=1.0, help="softmax temperature of its selection term")
+    ap.add_argument("--budget-steps", type=int, default=None,
+                    help="budget in steps (lr decays by step / N) instead of --minutes / --cpu-minutes")
     ap.add_argument("--init", type=Path, default=None, help="start from this checkpoint (same arch)")
     ap.add_argument("--out", type=Path, default=CACHE / "tsp3d.safetensors")
     args = ap.parse_args(argv)
@@ -95,7 +106,7 @@ def main(argv=None) -> int:
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     log, ious, t0, c0, step = [], [], time.time(), time.process_time(), 0
-    while step < args.steps and (done := _progress(args, t0, c0)) < 1.0:
+    while step < args.steps and (done := _progress(args, t0, c0, step)) < 1.0:
         for g in opt.param_groups:  # linear decay to 5 % over the budget
             g["lr"] = args.lr * max(0.05, 1.0 - done)
         kinds = ("unique", "colour") if done < args.easy else (tuple(args.kinds) if args.kinds else None)
@@ -113,6 +124,12 @@ def main(argv=None) -> int:
                   {"keep_counts": _counts(net, s.voxels, args, rng)})
         out = net(s.voxels, tok, pad, voxel_size=args.voxel_size, prune=not full, cba_threshold=0.15, **budget)
         losses = tsp3d_losses(out, s.target_box, s.all_boxes, s.mentioned, args.voxel_size, s.target_sites)
+        if args.distill > 0 and not full:
+            with torch.no_grad():
+                teacher = net(s.voxels, tok, pad, voxel_size=args.voxel_size, prune=False)
+            extra = self_distillation(out, teacher, args.distill_tau)
+            losses.update(extra)
+            losses["total"] = losses["total"] + args.distill * sum(extra.values())
         opt.zero_grad()
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
@@ -133,8 +150,10 @@ def main(argv=None) -> int:
     return 0
 
 
-def _progress(args, t0: float, c0: float) -> float:
-    """Fraction of the time budget used (CPU time with ``--cpu-minutes``, else wall clock)."""
+def _progress(args, t0: float, c0: float, step: int = 0) -> float:
+    """Fraction of the budget used (steps with ``--budget-steps``, CPU time with ``--cpu-minutes``, else wall clock)."""
+    if args.budget_steps is not None:
+        return step / args.budget_steps
     if args.cpu_minutes is not None:
         return (time.process_time() - c0) / (60 * args.cpu_minutes)
     return (time.time() - t0) / (60 * args.minutes)

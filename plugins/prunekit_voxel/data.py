@@ -62,12 +62,17 @@ def instance_sites(scan: LabelledScan, instance: int, voxel_size: float) -> torc
     return torch.unique(torch.floor(pts / voxel_size).to(torch.int64), dim=0)
 
 
-def room_sample(seed: int, voxel_size: float, kinds: tuple[str, ...] | None = None, **room) -> Sample | None:
-    """One random expression of room ``seed`` (None if the room has no unambiguous expression);
-    ``kinds`` restricts the expression kinds (a training curriculum), ``room`` goes to ``make_room``."""
+def room_expression(seed: int, kinds: tuple[str, ...] | None = None, **room) -> tuple[LabelledScan, Expression] | None:
+    """Room ``seed`` and the expression :func:`room_sample` draws from it (None if it has none)."""
     room = make_room(seed, **room)
     exprs = [e for e in expressions_of(room, seed) if kinds is None or e.kind in kinds]
     if not exprs:
         return None
-    e = exprs[int(np.random.default_rng(seed).integers(len(exprs)))]
-    return samples_of(room, voxel_size, [e])[0]
+    return room, exprs[int(np.random.default_rng(seed).integers(len(exprs)))]
+
+
+def room_sample(seed: int, voxel_size: float, kinds: tuple[str, ...] | None = None, **room) -> Sample | None:
+    """One random expression of room ``seed`` (None if the room has no unambiguous expression);
+    ``kinds`` restricts the expression kinds (a training curriculum), ``room`` goes to ``make_room``."""
+    got = room_expression(seed, kinds, **room)
+    return None if got is None else samples_of(got[0], voxel_size, [got[1]])[0]

@@ -87,8 +87,8 @@ class Tsp3dNet(nn.Module):
                 voxel_size: float, prune: bool = True, cba: bool = True, thresholds: tuple[float, float] = (0.7, 0.3),
                 keep_counts: tuple[int, int] | None = None, keep_ratios: tuple[float, float] | None = None,
                 cba_threshold: float | None = None, min_keep: int = 1) -> dict:
-        """One scene, one expression. Returns box (6), objectness logits, the stride-2 voxels,
-        TGP logits/sites per level (for the losses), CBA outputs and voxel counts per level."""
+        """One scene, one expression. Returns box (6), objectness logits, the stride-2 voxels, the head's
+        fused features, TGP logits/sites per level (for the losses), CBA outputs and voxel counts per level."""
         levels = self.encode(vox)
         t = self.text(text)
         out: dict = {"tgp": [], "counts": {"enc_s1": len(vox), **{f"enc_s{v.stride}": len(v) for v in levels}}}
@@ -107,15 +107,17 @@ class Tsp3dNet(nn.Module):
             out["cba"] = res
             x = res["voxels"]
         out["counts"][f"head_s{x.stride}"] = len(x)
-        obj, boxes = self.predict_boxes(x, t, text_pad, voxel_size)
-        out.update(voxels=x, objectness=obj, boxes=boxes, box=boxes[int(obj.argmax())])
+        obj, boxes, feats = self.predict_boxes(x, t, text_pad, voxel_size, return_feats=True)
+        out.update(voxels=x, objectness=obj, boxes=boxes, box=boxes[int(obj.argmax())], head_feats=feats)
         return out
 
-    def predict_boxes(self, x: SparseVoxels, t: torch.Tensor, text_pad, voxel_size: float):
+    def predict_boxes(self, x: SparseVoxels, t: torch.Tensor, text_pad, voxel_size: float, return_feats: bool = False):
         """Objectness logit and box per voxel of the last level: ([N], [N, 6] as centre + size in metres).
-        Box = (voxel centre + ``BOX_UNIT * o``, ``BOX_UNIT * exp(s)``) for the head's outputs (o, s)."""
+        Box = (voxel centre + ``BOX_UNIT * o``, ``BOX_UNIT * exp(s)``) for the head's outputs (o, s).
+        ``return_feats`` also returns the head's text-fused features ([N, d], the linear head's input)."""
         fused, _ = self.head_fusion(x.feats, centers(x, voxel_size), t, text_pad)
         pred = self.head(fused)
         ctr = centers(x, voxel_size) + pred[:, 1:4] * BOX_UNIT
         dims = torch.exp(pred[:, 4:7].clamp(-6.0, 3.0)) * BOX_UNIT
-        return pred[:, 0], torch.cat([ctr, dims], 1)
+        res = (pred[:, 0], torch.cat([ctr, dims], 1))
+        return (*res, fused) if return_feats else res

@@ -57,6 +57,33 @@ def test_train_at_an_operating_point_then_bench_by_keep_ratio(tmp_path):
         bench.compare(second, first)
 
 
+def test_distill_flag_and_step_budget_then_diagnose(tmp_path):
+    """--distill adds the self-distillation on every pruned step (none on unpruned ones); --budget-steps stops
+    after N steps; the validation diagnostic's counts agree with its rows."""
+    train = _script("scripts/train_tsp3d.py")
+    calls = []
+    real = train.self_distillation
+    train.self_distillation = lambda s, t, tau: calls.append(len(t["voxels"]) - len(s["voxels"])) or real(s, t, tau)
+    ckpt = tmp_path / "d.safetensors"
+    args = ["--budget-steps", "3", "--width", "16", "--keep-coarse", "0.3", "--keep-fine", "0.1", "0.3",
+            "--of-survivors", "--out", str(ckpt)]
+    assert train.main([*args, "--p-full", "0", "--distill", "1"]) == 0
+    assert json.loads((tmp_path / "d.train.json").read_text())["steps"] == 3
+    assert len(calls) == 3 and all(c > 0 for c in calls)  # the teacher holds more voxels than the student
+    calls.clear()
+    assert train.main([*args, "--p-full", "1", "--distill", "1"]) == 0 and calls == []  # unpruned steps only
+    out = tmp_path / "diag.json"
+    assert _script("scripts/bench/diag_tsp3d.py").main(
+        ["--checkpoint", str(ckpt), "--val", "3", "--no-sweep", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    rows, summ = res["rows"], res["summary"]
+    lost = [r for r in rows if r["full"]["iou"] >= 0.25 > r["tgp+cba"]["iou"]]
+    assert summ["pruned_not_full"]["tgp+cba"]["lost"] == len(lost) == sum(summ["pruned_not_full"]["tgp+cba"]
+                                                                           ["lost_by_kind"].values())
+    assert sum(v["n"] for v in summ["by_kind"].values()) == res["n"] == len(rows)
+    assert all(r["full"]["target_vox"] >= r["tgp"]["target_vox"] for r in rows)  # pruning only removes sites
+
+
 def test_train_then_bench(tmp_path):
     ckpt = tmp_path / "t.safetensors"
     assert _script("scripts/train_tsp3d.py").main(["--steps", "2", "--width", "16", "--out", str(ckpt)]) == 0

@@ -17,7 +17,8 @@ on complete scenes; ``--kinds`` restricts the expression kinds (a curriculum), `
 that the default rooms lack: counter, sink, other furniture, door, window, curtain). Head positives are the voxels holding the target's points.
 ``--distill W`` (our addition, not the paper's; off by default) adds, on every pruned step, W times the
 self-distillation of the pruned path to the unpruned path of the same network on the same room and
-text (``prunekit_voxel.distill.self_distillation``; the teacher forward runs without gradients).
+text (``prunekit_voxel.distill.self_distillation``; the teacher forward runs without gradients);
+``--distill-terms`` picks its terms (selection KL ``sel``, box agreement ``box``, head features ``feat``).
 ``--budget-steps N`` makes the budget N steps (learning rate decaying by step / N) instead of time,
 so two recipes can be compared step for step on the same rooms.
 
@@ -86,6 +87,8 @@ def main(argv=None) -> int:
     ap.add_argument("--distill", type=float, default=0.0,
                     help="weight of the pruned-to-unpruned self-distillation on pruned steps (ours; 0: off)")
     ap.add_argument("--distill-tau", type=float, default=1.0, help="softmax temperature of its selection term")
+    ap.add_argument("--distill-terms", nargs="+", default=["sel", "box", "feat"], choices=["sel", "box", "feat"],
+                    help="which self-distillation terms are added (selection KL, box agreement, head features)")
     ap.add_argument("--budget-steps", type=int, default=None,
                     help="budget in steps (lr decays by step / N) instead of --minutes / --cpu-minutes")
     ap.add_argument("--init", type=Path, default=None, help="start from this checkpoint (same arch)")
@@ -129,7 +132,7 @@ def main(argv=None) -> int:
                 teacher = net(s.voxels, tok, pad, voxel_size=args.voxel_size, prune=False)
             extra = self_distillation(out, teacher, args.distill_tau)
             losses.update(extra)
-            losses["total"] = losses["total"] + args.distill * sum(extra.values())
+            losses["total"] = losses["total"] + args.distill * sum(extra[f"distill_{k}"] for k in args.distill_terms)
         opt.zero_grad()
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)

@@ -179,6 +179,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--lr", type=float, default=0.2)
+    ap.add_argument("--w-contrastive", type=float, default=1.0, help="contrastive weight the routers were trained with")
+    ap.add_argument("--base", default="unet", help="cached base UNet the routers were trained on (e.g. unet_4k)")
     ap.add_argument("--variants", default="seed0,seed1,seed2",
                     help="routers to retrain: seedN, or FIELD=VALUE[+FIELD=VALUE] AptpConfig overrides (seed 0)")
     ap.add_argument("--out", type=Path, default=OUT)
@@ -189,11 +191,12 @@ def main() -> None:
     from prunekit_diffusion.aptp.train import AptpConfig, train_router
 
     c0 = time.process_time()
-    unet = B.load_base().requires_grad_(False)
+    unet = B.load_base(a.base).requires_grad_(False)
     table = T.load_prompts()
     (xtr, ytr), _ = T.mnist_split()
     fams = family_batches(T.Canvases(xtr, ytr, table, 7), table, a.n, 11)
-    base = AptpConfig(n_codes=4, keep_macs=0.6, steps=a.steps, batch=a.batch, lr=a.lr, seed=0, log_every=50)
+    base = AptpConfig(n_codes=4, keep_macs=0.6, steps=a.steps, batch=a.batch, lr=a.lr, seed=0, log_every=50,
+                      w_contrastive=a.w_contrastive)
     res: dict = {"cached": {}, "routers": {}}
 
     def save() -> None:

@@ -41,7 +41,7 @@ class AptpConfig:
     lr: float = 5e-2  # router (codes + predictor); the paper's 2e-4 is for 5000 steps on SD
     warmup: float = 0.1  # fraction of steps without the quantiser
     w_resource: float = 2.0
-    w_contrastive: float = 1.0
+    w_contrastive: float = 1.0  # the paper: 100 (its predictor sees no assignment term; see the package README)
     w_distill: float = 0.2
     w_assign: float = 1.0
     assign_codes: bool = True  # False: the assignment loss trains the predictor only (codes detached in it)

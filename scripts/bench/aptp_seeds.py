@@ -80,7 +80,10 @@ def pool(runs: list[dict]) -> dict:
 
 def against(new: dict, old: dict) -> dict:
     """Paired per-prompt differences of ``new``'s fine-tuned rows minus ``old``'s (same eval prompts and noise)."""
-    if eval_seed(new["args"]) != eval_seed(old["args"]) or new["results"]["base"]["ok"] != old["results"]["base"]["ok"]:
+    ok = [r["results"]["base"].get("ok") for r in (new, old)]
+    if None in ok:
+        raise ValueError("--against: a run without per-prompt results (ok)")
+    if eval_seed(new["args"]) != eval_seed(old["args"]) or ok[0] != ok[1]:
         raise ValueError("--against: the runs do not share eval prompts and noise (unpruned rows differ)")
     out = {}
     for fam in FAMILIES:
@@ -105,7 +108,9 @@ def main() -> None:
         if a.against:
             old = json.loads(a.against.read_text())
             pooled["against"] = {"run": str(a.against), "per_run": [against(r, old) for r in runs]}
-    except (OSError, ValueError, KeyError) as e:
+    except KeyError as e:
+        raise SystemExit(f"error: {InputError(f'a run lacks the field {e} (written before per-prompt results?)')}") from None
+    except (OSError, ValueError) as e:
         raise SystemExit(f"error: {InputError(str(e))}") from None
     atomic_write_text(a.out, json.dumps({"benchmark": "aptp_seeds", "inputs": [str(p) for p in a.runs], **pooled},
                                         indent=1) + "\n")

@@ -66,3 +66,6 @@ def test_against_an_earlier_run_is_paired_per_prompt(seeds):
     other["results"]["base"]["ok"] = [0] * 6
     with pytest.raises(ValueError, match="unpruned"):
         seeds.against(other, old)
+    del other["results"]["base"]["ok"]
+    with pytest.raises(ValueError, match="without per-prompt"):
+        seeds.against(other, old)

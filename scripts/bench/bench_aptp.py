@@ -76,12 +76,14 @@ def train_or_load(name: str, unet, data, table, codes: int, a) -> tuple:
     tag = ("" if a.base == "unet" else f"{a.base}_") + f"{name}_k{codes}_p{a.keep}_s{a.steps}"
     if a.w_contrastive != 1.0:  # older caches (contrastive weight 1) keep their names
         tag += f"_wc{a.w_contrastive:g}_lr{a.lr:g}"
+    if a.paper_losses:
+        tag += "_paper"
     folder = T.CACHE / (tag + (f"_seed{a.seed}" if a.seed else ""))
     if (folder / "aptp.json").exists() and not a.force:
         b = load_bundle(folder)
         return b.router, b.macs, b.experts, b.manifest.get("log", []), b.manifest.get("train_cpu_s", 0.0)
     cfg = AptpConfig(n_codes=codes, keep_macs=a.keep, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, log_every=20,
-                     w_contrastive=a.w_contrastive)
+                     w_contrastive=a.w_contrastive, paper_losses=a.paper_losses)
     c0 = cpu()
     show = lambda r: print(f"{name} step {r['step']} loss {r['loss']:.3f} macs {r['mac_ratio']:.3f} codes {r['codes']} "  # noqa: E731
                            f"{r['seconds']:.0f}s", flush=True)
@@ -240,6 +242,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--lr", type=float, default=5e-2, help="router LR (the paper: 2e-4 x sqrt(batch) for 5000 steps)")
     ap.add_argument("--w-contrastive", type=float, default=1.0, help="contrastive loss weight (the paper: 100)")
+    ap.add_argument("--paper-losses", action="store_true",
+                    help="router losses of the reference code: no assignment term, L_std/L_max over the per-sample "
+                         "MAC ratios (AptpConfig.paper_losses; no effect with one code, so --static-from may reuse "
+                         "a static run without it)")
     ap.add_argument("--ft-steps", type=int, default=150, help="total fine-tune steps per method (0: none)")
     ap.add_argument("--ft-per-expert", action="store_true",
                     help="every APTP expert gets --ft-steps (equal steps per deployed model, K x the total fine-tune "

@@ -13,6 +13,14 @@ Per step, for a batch of (image x0, text conditioning c, prompt embedding e):
 The first ``warmup`` fraction of steps runs without the quantiser (the predictor's own gates).
 :func:`step_losses` computes every term of one step (also used by ``scripts/bench/diag_aptp_alloc.py``).
 With ``assign_codes=False`` the assignment term trains the predictor only (the codes are detached in it).
+
+``paper_losses=True`` follows the reference code (rezashkv/diffusion_pruning, ``pdm/training/trainer.py``) on
+two points: there is no assignment term (after warm-up the predictor learns from the contrastive loss only, the
+code index comes from the no-grad Sinkhorn plan, and the codes get no assignment pull), and the spread terms
+are over the per-SAMPLE MAC ratios ``r_i`` of the batch, warm-up included:
+``L_std = -std_i(r_i)``, ``L_max = 1 - max_i(r_i)``. The reference's third difference (resource ratio over
+the prunable MACs only) is not taken. With one code (the static baseline) the flag changes nothing: the
+assignment term is then identically 0 with zero gradient, and the spread terms stay off as in the default.
 Paper weights (METHODS.md 6.2): 2 R, 100 contrastive, 0.2 distill, 0.1 std, 0.1 max; the per-block
 activation loss (0.2 L_block) is not implemented. Defaults here are scaled for tiny models and few steps
 and are documented in :class:`AptpConfig`.
@@ -45,6 +53,7 @@ class AptpConfig:
     w_distill: float = 0.2
     w_assign: float = 1.0
     assign_codes: bool = True  # False: the assignment loss trains the predictor only (codes detached in it)
+    paper_losses: bool = False  # True: the reference code's terms (no assignment; L_std/L_max per sample), see module
     w_std: float = 0.1
     w_max: float = 0.1
     snr_gamma: float = 5.0
@@ -62,6 +71,15 @@ def min_snr_weight(scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
     return torch.clamp(snr, max=gamma) / snr
 
 
+def spread_terms(ratios: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's diversity terms ``(L_std, L_max) = (-std(r), 1 - max(r))`` over MAC ratios ``r``.
+
+    Default recipe: ``r`` = the K code ratios after warm-up; ``paper_losses``: the per-sample ratios of the
+    batch (reference code, rezashkv/diffusion_pruning ``pdm/training/trainer.py``). ``std`` is unbiased.
+    """
+    return -ratios.std(), 1 - ratios.max()
+
+
 def step_losses(router: AptpRouter, unet: torch.nn.Module, ctl, macs: MacModel, noise_scheduler,
                 b: dict[str, torch.Tensor], config: AptpConfig, quantise: bool = True,
                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -69,7 +87,7 @@ def step_losses(router: AptpRouter, unet: torch.nn.Module, ctl, macs: MacModel, 
 
     Returns ``(terms, routing)``: ``terms`` holds the unweighted ``ddpm``, ``resource``, ``contrastive``,
     ``distill`` and, with the quantiser, ``assign``, ``std`` (= -std of the code ratios) and ``max``
-    (= 1 - max), plus the per-sample ``ddpm_each`` / ``distill_each``, ``mac_ratios`` and the weighted
+    (= 1 - max) (``paper_losses``: no ``assign``; ``std`` / ``max`` over the per-sample ratios, every step), plus the per-sample ``ddpm_each`` / ``distill_each``, ``mac_ratios`` and the weighted
     total ``loss``; ``routing`` is the router's output (``gates``, ``index``, ``plan``, ...).
     """
     x0, cond, emb = b["images"], b["encoder_hidden_states"], b["prompt_emb"]
@@ -94,14 +112,18 @@ def step_losses(router: AptpRouter, unet: torch.nn.Module, ctl, macs: MacModel, 
              "ddpm_each": ddpm_each, "distill_each": distill_each, "mac_ratios": ratios}
     loss = terms["ddpm"] + config.w_resource * terms["resource"] + config.w_contrastive * terms["contrastive"] \
         + config.w_distill * terms["distill"]
-    if r["plan"] is not None:
+    if config.paper_losses:
+        if config.n_codes > 1:  # one code: off, as in the default recipe (the static path is unchanged)
+            terms["std"], terms["max"] = spread_terms(ratios)
+            loss = loss + config.w_std * terms["std"] + config.w_max * terms["max"]
+    elif r["plan"] is not None:
         sims = r["sims"] if config.assign_codes else \
             router.match_vectors(r["bits"]) @ router.match_vectors(r["code_bits"].detach()).T
         terms["assign"] = assignment_loss(sims, r["plan"])
         loss = loss + config.w_assign * terms["assign"]
         if config.n_codes > 1:  # the spread terms are undefined (std) or moot for one code
             code_ratios = macs.ratio(r["code_bits"])
-            terms["std"], terms["max"] = -code_ratios.std(), 1 - code_ratios.max()
+            terms["std"], terms["max"] = spread_terms(code_ratios)
             loss = loss + config.w_std * terms["std"] + config.w_max * terms["max"]
     terms["loss"] = loss
     return terms, r

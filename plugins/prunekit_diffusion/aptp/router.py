@@ -19,7 +19,8 @@ contrastive = BCE between the row-softmaxes (T = 0.03) of the arch-vector simila
 prompt-embedding similarity matrices. Approximations: depth logits use the plain Gumbel-sigmoid
 (the paper's softmax -> reverse-cumsum parameterisation is not reproduced), and the predictor is
 also pulled to its Sinkhorn target by a cross-entropy (:func:`assignment_loss`, SwAV-style) so that
-the inference-time argmax agrees with the training-time transport plan.
+the inference-time argmax agrees with the training-time transport plan (not used with
+``AptpConfig(paper_losses=True)``, which follows the reference code: see ``train.py``).
 """
 
 from __future__ import annotations

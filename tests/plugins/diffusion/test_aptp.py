@@ -163,12 +163,8 @@ def test_one_code_static_training_stays_finite():
     assert torch.isfinite(router.codes).all()
 
 
-def test_step_losses_assignment_term_moves_the_codes_only_when_asked():
-    """``assign_codes=False``: the assignment loss trains the predictor, not the codes (same value)."""
-    from diffusers import DDPMScheduler
-
-    from prunekit_diffusion.aptp.train import AptpConfig, step_losses
-
+def step_setup():
+    """A tiny UNet, its gate layout and MAC model, and one fixed training batch of 8 for ``step_losses``."""
     unet = tiny_unet()
     layout = discover(unet)
     x, t, e = inputs()
@@ -176,6 +172,16 @@ def test_step_losses_assignment_term_moves_the_codes_only_when_asked():
     g = torch.Generator().manual_seed(2)
     b = {"images": torch.randn(8, 4, 16, 16, generator=g), "encoder_hidden_states": torch.randn(8, 5, 8, generator=g),
          "prompt_emb": torch.randn(8, 6, generator=g)}
+    return unet, layout, macs, b
+
+
+def test_step_losses_assignment_term_moves_the_codes_only_when_asked():
+    """``assign_codes=False``: the assignment loss trains the predictor, not the codes (same value)."""
+    from diffusers import DDPMScheduler
+
+    from prunekit_diffusion.aptp.train import AptpConfig, step_losses
+
+    unet, layout, macs, b = step_setup()
     ctl = install(unet, layout)
     grads, values = {}, {}
     try:

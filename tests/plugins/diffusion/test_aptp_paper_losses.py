@@ -5,11 +5,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from prunekit_diffusion.aptp.gating import discover, gated_macs, install  # noqa: E402
+from prunekit_diffusion.aptp.gating import install  # noqa: E402
 from prunekit_diffusion.aptp.router import AptpRouter  # noqa: E402
 from prunekit_diffusion.aptp.train import AptpConfig, spread_terms, step_losses  # noqa: E402
 
-from .test_aptp import inputs, tiny_unet  # noqa: E402
+from .test_aptp import step_setup  # noqa: E402
 
 
 def test_spread_terms_formula_on_a_tiny_batch():
@@ -26,13 +26,7 @@ def _step(paper, n_codes=3, quantise=True):
     """One step's terms on a fixed batch, router and noise; also returns the router."""
     from diffusers import DDPMScheduler
 
-    unet = tiny_unet()
-    layout = discover(unet)
-    x, t, e = inputs()
-    macs = gated_macs(unet, layout, x[:1], t[:1], e[:1])
-    g = torch.Generator().manual_seed(2)
-    b = {"images": torch.randn(8, 4, 16, 16, generator=g), "encoder_hidden_states": torch.randn(8, 5, 8, generator=g),
-         "prompt_emb": torch.randn(8, 6, generator=g)}
+    unet, layout, macs, b = step_setup()
     torch.manual_seed(0)
     router = AptpRouter(layout, 6, n_codes).train()
     ctl = install(unet, layout)

@@ -18,7 +18,7 @@ that the default rooms lack: counter, sink, other furniture, door, window, curta
 ``--distill W`` (our addition, not the paper's; off by default) adds, on every pruned step, W times the
 self-distillation of the pruned path to the unpruned path of the same network on the same room and
 text (``prunekit_voxel.distill.self_distillation``; the teacher forward runs without gradients);
-``--distill-terms`` picks its terms (selection KL ``sel``, box agreement ``box``, head features ``feat``).
+``--distill-terms`` picks its terms (selection KL ``sel``, the default; box agreement ``box``, head features ``feat``).
 ``--budget-steps N`` makes the budget N steps (learning rate decaying by step / N) instead of time,
 so two recipes can be compared step for step on the same rooms.
 
@@ -87,8 +87,9 @@ def main(argv=None) -> int:
     ap.add_argument("--distill", type=float, default=0.0,
                     help="weight of the pruned-to-unpruned self-distillation on pruned steps (ours; 0: off)")
     ap.add_argument("--distill-tau", type=float, default=1.0, help="softmax temperature of its selection term")
-    ap.add_argument("--distill-terms", nargs="+", default=["sel", "box", "feat"], choices=["sel", "box", "feat"],
-                    help="which self-distillation terms are added (selection KL, box agreement, head features)")
+    ap.add_argument("--distill-terms", nargs="+", default=["sel"], choices=["sel", "box", "feat"],
+                    help="which self-distillation terms are added (selection KL, box agreement, head features); "
+                         "default: the selection KL alone (box + feat at weight 2 collapsed a fine-tune)")
     ap.add_argument("--budget-steps", type=int, default=None,
                     help="budget in steps (lr decays by step / N) instead of --minutes / --cpu-minutes")
     ap.add_argument("--init", type=Path, default=None, help="start from this checkpoint (same arch)")

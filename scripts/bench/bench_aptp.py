@@ -76,6 +76,8 @@ def train_or_load(name: str, unet, data, table, codes: int, a) -> tuple:
     tag = ("" if a.base == "unet" else f"{a.base}_") + f"{name}_k{codes}_p{a.keep}_s{a.steps}"
     if a.w_contrastive != 1.0:  # older caches (contrastive weight 1) keep their names
         tag += f"_wc{a.w_contrastive:g}_lr{a.lr:g}"
+    if a.lr_warmup:
+        tag += f"_lrw{a.lr_warmup}"
     if a.paper_losses:
         tag += "_paper"
     folder = T.CACHE / (tag + (f"_seed{a.seed}" if a.seed else ""))
@@ -83,7 +85,7 @@ def train_or_load(name: str, unet, data, table, codes: int, a) -> tuple:
         b = load_bundle(folder)
         return b.router, b.macs, b.experts, b.manifest.get("log", []), b.manifest.get("train_cpu_s", 0.0)
     cfg = AptpConfig(n_codes=codes, keep_macs=a.keep, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, log_every=20,
-                     w_contrastive=a.w_contrastive, paper_losses=a.paper_losses)
+                     w_contrastive=a.w_contrastive, paper_losses=a.paper_losses, lr_warmup=a.lr_warmup)
     c0 = cpu()
     show = lambda r: print(f"{name} step {r['step']} loss {r['loss']:.3f} macs {r['mac_ratio']:.3f} codes {r['codes']} "  # noqa: E731
                            f"{r['seconds']:.0f}s", flush=True)
@@ -219,7 +221,7 @@ def evaluate(pipe_base, enc, router, macs, experts, prompts, seeds, ids, table, 
             "route_fraction": route_c / (route_c + gen_c)}
 
 
-SAME_ARGS = ("base", "steps", "keep", "batch", "lr", "w_contrastive", "ft_steps", "ft_lr", "ft_alpha", "n_eval", "sample_steps", "seed",
+SAME_ARGS = ("base", "steps", "keep", "batch", "lr", "lr_warmup", "w_contrastive", "ft_steps", "ft_lr", "ft_alpha", "n_eval", "sample_steps", "seed",
              "eval_seed")
 
 
@@ -227,7 +229,8 @@ def reused_rows(path: Path, a) -> dict:
     """The unpruned and static rows of an earlier run with the same settings (their code path is deterministic)."""
     old = json.loads(path.read_text())
     mine = {k: str(v) for k, v in vars(a).items()}
-    absent = {"ft_alpha": "1.0", "base": "unet", "eval_seed": "None", "w_contrastive": "1.0"}  # arguments older runs did not record
+    absent = {"ft_alpha": "1.0", "base": "unet", "eval_seed": "None", "w_contrastive": "1.0",
+              "lr_warmup": "0"}  # arguments older runs did not record
     diff = [k for k in SAME_ARGS if old["args"].get(k, absent.get(k)) != mine[k]]
     if diff:
         raise SystemExit(f"--static-from {path}: different settings {diff}")
@@ -241,6 +244,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200, help="router training steps (both methods)")
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--lr", type=float, default=5e-2, help="router LR (the paper: 2e-4 x sqrt(batch) for 5000 steps)")
+    ap.add_argument("--lr-warmup", type=int, default=0,
+                    help="linear router-LR warm-up steps (the reference: 100, then constant; 0: constant from step 0)")
     ap.add_argument("--w-contrastive", type=float, default=1.0, help="contrastive loss weight (the paper: 100)")
     ap.add_argument("--paper-losses", action="store_true",
                     help="router losses of the reference code: no assignment term, L_std/L_max over the per-sample "

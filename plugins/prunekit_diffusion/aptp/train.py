@@ -47,6 +47,7 @@ class AptpConfig:
     steps: int = 300
     batch: int = 32
     lr: float = 5e-2  # router (codes + predictor); the paper's 2e-4 is for 5000 steps on SD
+    lr_warmup: int = 0  # linear LR warm-up steps, lr * min(1, step / lr_warmup) (the reference: 100); 0: constant
     warmup: float = 0.1  # fraction of steps without the quantiser
     w_resource: float = 2.0
     w_contrastive: float = 1.0  # the paper: 100 (its predictor sees no assignment term; see the package README)
@@ -69,6 +70,12 @@ def min_snr_weight(scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
     abar = scheduler.alphas_cumprod.to(t.device)[t]
     snr = abar / (1 - abar)
     return torch.clamp(snr, max=gamma) / snr
+
+
+def lr_factor(step: int, warmup: int) -> float:
+    """LR multiplier at ``step``: ``min(1, step / warmup)``, constant 1 without warm-up (the reference's
+    ``constant_with_warmup`` schedule, 100 steps)."""
+    return min(1.0, step / warmup) if warmup > 0 else 1.0
 
 
 def spread_terms(ratios: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,6 +154,7 @@ def train_router(unet: torch.nn.Module, noise_scheduler, batches: Callable[[int]
                       probe["encoder_hidden_states"][:1])
     router = AptpRouter(layout, probe["prompt_emb"].shape[-1], config.n_codes, config.temperature, config.offset)
     opt = torch.optim.Adam(router.parameters(), config.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, config.lr_warmup))
     ctl = install(unet, layout)
     log: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -158,6 +166,7 @@ def train_router(unet: torch.nn.Module, noise_scheduler, batches: Callable[[int]
             opt.zero_grad()
             terms["loss"].backward()
             opt.step()
+            sched.step()
             if step % config.log_every == 0 or step == config.steps - 1:
                 counts = torch.bincount(r["index"], minlength=config.n_codes).tolist()
                 rec = {"step": step, **{k: terms[k].item() for k in ("loss", "ddpm", "resource", "contrastive", "distill")},

@@ -19,6 +19,10 @@ that the default rooms lack: counter, sink, other furniture, door, window, curta
 self-distillation of the pruned path to the unpruned path of the same network on the same room and
 text (``prunekit_voxel.distill.self_distillation``; the teacher forward runs without gradients);
 ``--distill-terms`` picks its terms (selection KL ``sel``, the default; box agreement ``box``, head features ``feat``).
+``--head-context s8`` (our architecture option, not the paper's; default ``own``) makes the head fusion
+attend to the unpruned text-fused stride-8 level instead of its own (pruned) stride-2 voxels
+(``Tsp3dNet(head_context=...)``; ``s8+s4`` also the stride-4 TGP fusion); it adds no parameters, so
+``--init`` from a checkpoint trained without it works.
 ``--budget-steps N`` makes the budget N steps (learning rate decaying by step / N) instead of time,
 so two recipes can be compared step for step on the same rooms.
 
@@ -48,7 +52,7 @@ from prunekit_voxel.data import room_sample
 from prunekit_voxel.distill import self_distillation
 from prunekit_voxel.losses import tsp3d_losses
 from prunekit_voxel.metrics import box_iou
-from prunekit_voxel.model import Tsp3dNet
+from prunekit_voxel.model import HEAD_CONTEXTS, Tsp3dNet
 from prunekit_voxel.rooms import ALL_CLASSES
 from prunekit_voxel.text import TextEncoder
 
@@ -92,6 +96,9 @@ def main(argv=None) -> int:
                          "default: the selection KL alone (box + feat at weight 2 collapsed a fine-tune)")
     ap.add_argument("--budget-steps", type=int, default=None,
                     help="budget in steps (lr decays by step / N) instead of --minutes / --cpu-minutes")
+    ap.add_argument("--head-context", choices=HEAD_CONTEXTS, default="own",
+                    help="context of the head fusion's voxel attention (ours): own voxels (default) or the unpruned "
+                         "text-fused stride-8 level (s8; s8+s4: also for the stride-4 TGP fusion)")
     ap.add_argument("--init", type=Path, default=None, help="start from this checkpoint (same arch)")
     ap.add_argument("--out", type=Path, default=CACHE / "tsp3d.safetensors")
     args = ap.parse_args(argv)
@@ -102,7 +109,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(args.seed)
     encoder = TextEncoder()
     arch = dict(cin=4, d=args.width, text_dim=encoder.dim, heads=4, layers=2, max_keys=args.max_keys,
-                cba_candidates=args.cba_candidates, cba_layers=1)
+                cba_candidates=args.cba_candidates, cba_layers=1, head_context=args.head_context)
     net = Tsp3dNet(**arch).train()
     if args.init is not None:
         net.load_state_dict(load_checkpoint(args.init)[0].state_dict())

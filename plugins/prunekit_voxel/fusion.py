@@ -11,6 +11,16 @@ Approximation (stated in the README): the voxel self-attention uses all voxels a
 but at most ``max_keys`` voxels as keys/values (a random subset, seeded for repeatability),
 which bounds its cost at O(N * max_keys); the paper instead subsamples the voxels fed to the
 block in training (<= 320 / <= 3200).
+
+Fixed context (ours, not the paper's; ``context=(feats_C, xyz_C)``): every attention that mixes
+voxels takes a fixed set of context tokens ``C = feats_C + pos(xyz_C)`` instead of the block's own
+voxels, in every layer:
+
+    V <- LN(V + SelfAttn(Q=V, K=V=C))   T <- LN(T + CrossAttn(Q=T, K=V=C))
+
+(at most ``max_keys`` context rows, the same seeded subset whatever ``V`` is). The output for a
+voxel then depends only on its own features and position, the text and ``C``, not on which other
+voxels are in the block, so a pruned block gives its survivors the same features as the unpruned one.
 """
 
 from __future__ import annotations
@@ -30,13 +40,17 @@ class _Layer(nn.Module):
         self.t_ffn = nn.Sequential(nn.Linear(d, ffn), nn.ReLU(), nn.Linear(ffn, d))
         self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(6))
 
-    def forward(self, v, t, t_pad, keys):
+    def forward(self, v, t, t_pad, keys, ctx=None):
+        """``ctx`` (1 x M x d): fixed keys/values of the voxel self-attention and of the text->voxel
+        cross-attention instead of ``v`` (then ``keys`` index ``ctx``)."""
         n = self.norms
-        vk = v[:, keys] if keys is not None else v
+        src = v if ctx is None else ctx
+        vk = src[:, keys] if keys is not None else src
         v = n[0](v + self.v_self(v, vk, vk, need_weights=False)[0])
         t = n[1](t + self.t_self(t, t, t, key_padding_mask=t_pad, need_weights=False)[0])
         v2 = n[2](v + self.v_cross(v, t, t, key_padding_mask=t_pad, need_weights=False)[0])
-        t = n[3](t + self.t_cross(t, v, v, need_weights=False)[0])
+        tk = v if ctx is None else ctx
+        t = n[3](t + self.t_cross(t, tk, tk, need_weights=False)[0])
         return n[4](v2 + self.v_ffn(v2)), n[5](t + self.t_ffn(t))
 
 
@@ -50,17 +64,22 @@ class TextVoxelFusion(nn.Module):
         self.max_keys = max_keys
 
     def forward(self, feats: torch.Tensor, xyz: torch.Tensor, text: torch.Tensor,
-                text_pad: torch.Tensor | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """feats N x d, xyz N x 3 (metres), text L x d, text_pad L bool (True = padding) -> (N x d, L x d)."""
+                text_pad: torch.Tensor | None = None, seed: int = 0,
+                context: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """feats N x d, xyz N x 3 (metres), text L x d, text_pad L bool (True = padding) -> (N x d, L x d).
+        ``context``: (M x d features, M x 3 centres) of fixed context tokens (module docstring); None: the
+        voxels attend to each other (the default)."""
         if feats.shape[0] == 0:
             return feats, text
         v = (feats + self.pos(xyz.to(feats.dtype)))[None]
         t = text[None]
         pad = None if text_pad is None else text_pad[None]
+        ctx = None if context is None else (context[0] + self.pos(context[1].to(feats.dtype)))[None]
+        n_keys = v.shape[1] if ctx is None else ctx.shape[1]
         keys = None
-        if feats.shape[0] > self.max_keys:
+        if n_keys > self.max_keys:
             g = torch.Generator().manual_seed(seed)
-            keys = torch.randperm(feats.shape[0], generator=g)[: self.max_keys]
+            keys = torch.randperm(n_keys, generator=g)[: self.max_keys]
         for layer in self.layers:
-            v, t = layer(v, t, pad, keys)
+            v, t = layer(v, t, pad, keys, ctx)
         return v[0], t[0]

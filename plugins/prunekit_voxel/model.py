@@ -24,6 +24,17 @@ comes from. In training, pass ``keep_counts`` for top-k TGP budgets (the paper's
 rule) instead of thresholds; ``keep_ratios`` keeps a fixed fraction of each TGP level (a fixed
 operating point; ours, the paper uses thresholds at inference). The voxel counts per level are returned so a benchmark can
 report them; TGP logits are returned in both modes (the losses supervise them either way).
+
+``head_context`` (ours, not the paper's; opt-in, default ``"own"`` = the behaviour above): with ``"s8"``
+the head fusion's voxel self-attention (and its text->voxel cross-attention) takes its keys/values
+from a context computed *before any pruning*: every stride-8 voxel after the scene-level TGP fusion
+(``C = fused_s8`` at the centres of the stride-8 voxels, at most ``max_keys`` of them, the same
+seeded subset), instead of the head's own stride-2 voxels (a random ``max_keys`` subset of all of
+them unpruned, only the survivors pruned). ``C`` is the same tensor in the pruned and unpruned
+forward, so relational context ("closest to the table") does not disappear with pruning. ``"s8+s4"``
+also gives ``C`` to the stride-4 (target-level) TGP fusion, whose input is pruned by the scene-level
+TGP. No new parameters: a checkpoint trained without it loads with it (see
+:class:`~prunekit_voxel.fusion.TextVoxelFusion` for the formula).
 """
 
 from __future__ import annotations
@@ -38,6 +49,9 @@ from .tgp import TGP, tgp_keep
 
 #: box offsets and log sizes are predicted in units of this many metres
 BOX_UNIT = 1.0
+#: ``Tsp3dNet(head_context=...)``: "own" (default: fusion blocks attend to their own voxels), "s8" (the head
+#: fusion attends to the unpruned text-fused stride-8 level), "s8+s4" (so does the stride-4 TGP fusion)
+HEAD_CONTEXTS = ("own", "s8", "s8+s4")
 
 
 def _relu(x: SparseVoxels) -> SparseVoxels:
@@ -51,8 +65,12 @@ def centers(x: SparseVoxels, voxel_size: float) -> torch.Tensor:
 
 class Tsp3dNet(nn.Module):
     def __init__(self, cin: int = 4, d: int = 64, text_dim: int = 384, heads: int = 4, layers: int = 2,
-                 max_keys: int = 3200, cba_candidates: int = 2400, cba_layers: int | None = None) -> None:
+                 max_keys: int = 3200, cba_candidates: int = 2400, cba_layers: int | None = None,
+                 head_context: str = "own") -> None:
         super().__init__()
+        if head_context not in HEAD_CONTEXTS:
+            raise ValueError(f"head_context must be one of {HEAD_CONTEXTS}, got {head_context!r}")
+        self.head_context = head_context
         self.stem = DownConv3d(cin, d)  # stride 1 -> 2
         self.down = nn.ModuleList(DownConv3d(d, d) for _ in range(2))
         self.enc = nn.ModuleList(SubmConv3d(d, d) for _ in range(2))
@@ -73,10 +91,17 @@ class Tsp3dNet(nn.Module):
             levels.append(x)
         return levels
 
-    def fuse(self, i: int, x: SparseVoxels, t: torch.Tensor, text_pad, voxel_size: float):
-        """TGP block ``i`` (0: stride 8, 1: stride 4): (prunable logits, voxels with text-fused features)."""
-        logits, fused = self.tgp[i](x, centers(x, voxel_size), t, text_pad)
+    def fuse(self, i: int, x: SparseVoxels, t: torch.Tensor, text_pad, voxel_size: float, context=None):
+        """TGP block ``i`` (0: stride 8, 1: stride 4): (prunable logits, voxels with text-fused features).
+        ``context`` (from :meth:`context`) reaches the stride-4 block only with ``head_context="s8+s4"``."""
+        ctx = context if i == 1 and self.head_context == "s8+s4" else None
+        logits, fused = self.tgp[i](x, centers(x, voxel_size), t, text_pad, context=ctx)
         return logits, x.replace(fused)
+
+    def context(self, fused_s8: SparseVoxels, voxel_size: float):
+        """The fixed context of ``head_context != "own"``: (features, centres) of the text-fused stride-8
+        voxels *before* the scene-level TGP removes any; None for the default."""
+        return None if self.head_context == "own" else (fused_s8.feats, centers(fused_s8, voxel_size))
 
     def upsample(self, i: int, x: SparseVoxels, skip: SparseVoxels) -> SparseVoxels:
         """Restricted transposed conv onto ``skip``'s sites whose parent is in ``x``, skip add, conv."""
@@ -92,9 +117,10 @@ class Tsp3dNet(nn.Module):
         levels = self.encode(vox)
         t = self.text(text)
         out: dict = {"tgp": [], "counts": {"enc_s1": len(vox), **{f"enc_s{v.stride}": len(v) for v in levels}}}
-        x = levels[2]
+        x, ctx = levels[2], None
         for i, skip in enumerate((levels[1], levels[0])):
-            logits, x = self.fuse(i, x, t, text_pad, voxel_size)
+            logits, x = self.fuse(i, x, t, text_pad, voxel_size, ctx)
+            ctx = self.context(x, voxel_size) if i == 0 else ctx
             out["tgp"].append({"logits": logits, "xyz": centers(x, voxel_size), "stride": x.stride})
             if prune:
                 budget = ({"keep_count": keep_counts[i]} if keep_counts else
@@ -107,15 +133,17 @@ class Tsp3dNet(nn.Module):
             out["cba"] = res
             x = res["voxels"]
         out["counts"][f"head_s{x.stride}"] = len(x)
-        obj, boxes, feats = self.predict_boxes(x, t, text_pad, voxel_size, return_feats=True)
+        obj, boxes, feats = self.predict_boxes(x, t, text_pad, voxel_size, return_feats=True, context=ctx)
         out.update(voxels=x, objectness=obj, boxes=boxes, box=boxes[int(obj.argmax())], head_feats=feats)
         return out
 
-    def predict_boxes(self, x: SparseVoxels, t: torch.Tensor, text_pad, voxel_size: float, return_feats: bool = False):
+    def predict_boxes(self, x: SparseVoxels, t: torch.Tensor, text_pad, voxel_size: float, return_feats: bool = False,
+                      context=None):
         """Objectness logit and box per voxel of the last level: ([N], [N, 6] as centre + size in metres).
         Box = (voxel centre + ``BOX_UNIT * o``, ``BOX_UNIT * exp(s)``) for the head's outputs (o, s).
-        ``return_feats`` also returns the head's text-fused features ([N, d], the linear head's input)."""
-        fused, _ = self.head_fusion(x.feats, centers(x, voxel_size), t, text_pad)
+        ``return_feats`` also returns the head's text-fused features ([N, d], the linear head's input);
+        ``context``: the head fusion's fixed context (:meth:`context`; None: the voxels attend to each other)."""
+        fused, _ = self.head_fusion(x.feats, centers(x, voxel_size), t, text_pad, context=context)
         pred = self.head(fused)
         ctr = centers(x, voxel_size) + pred[:, 1:4] * BOX_UNIT
         dims = torch.exp(pred[:, 4:7].clamp(-6.0, 3.0)) * BOX_UNIT

@@ -125,12 +125,13 @@ def stage_to_target_level(net, vox, tokens, pad, *, voxel_size: float, prune: bo
     t = net.text(tokens)
     counts = {"enc_s1": len(vox), **{f"enc_s{v.stride}": len(v) for v in levels}}
     logits, x = net.fuse(0, levels[2], t, pad, voxel_size)
+    ctx = net.context(x, voxel_size)
     if prune:
         x = x.select(tgp_keep(logits, threshold=scene_threshold, min_keep=min_keep, level=f"s{x.stride}"))
     counts[f"neck_s{x.stride}"] = len(x)
-    logits, x = net.fuse(1, net.upsample(0, x, levels[1]), t, pad, voxel_size)
+    logits, x = net.fuse(1, net.upsample(0, x, levels[1]), t, pad, voxel_size, ctx)
     scores = keep_scores(logits) if prune else torch.ones(len(x))
-    return {"levels": levels, "t": t, "x": x, "scores": scores.detach(), "counts": counts}
+    return {"levels": levels, "t": t, "x": x, "scores": scores.detach(), "counts": counts, "context": ctx}
 
 
 def finish_from_mask(net, st: dict, keep, pad, *, voxel_size: float, prune: bool, cba: bool,
@@ -147,7 +148,7 @@ def finish_from_mask(net, st: dict, keep, pad, *, voxel_size: float, prune: bool
         added = len(res["voxels"]) - len(x)
         x = res["voxels"]
     counts[f"head_s{x.stride}"] = len(x)
-    obj, boxes = net.predict_boxes(x, t, pad, voxel_size)
+    obj, boxes = net.predict_boxes(x, t, pad, voxel_size, context=st["context"])
     best = int(obj.argmax())
     return {"voxels": x, "box": boxes[best].detach(), "objectness": float(obj[best]),
             "counts": counts, "cba_added": added}

@@ -48,9 +48,10 @@ class TGP(nn.Module):
         self.head = nn.Linear(d, 1)
 
     def forward(self, vox: SparseVoxels, xyz: torch.Tensor, text: torch.Tensor,
-                text_pad: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (prunable logits N, text-fused voxel features N x d)."""
-        fused, _ = self.fusion(vox.feats, xyz, text, text_pad)
+                text_pad: torch.Tensor | None = None, context=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (prunable logits N, text-fused voxel features N x d); ``context``: fixed context tokens
+        of the fusion (:class:`~prunekit_voxel.fusion.TextVoxelFusion`; ours, default None)."""
+        fused, _ = self.fusion(vox.feats, xyz, text, text_pad, context=context)
         return self.head(fused).squeeze(-1), fused
 
 

@@ -44,6 +44,7 @@ from prunekit.errors import InputError, run_script
 from prunekit_voxel.checkpoint import load_checkpoint
 from prunekit_voxel.data import expressions_of, room_sample, samples_of, to_room_frame
 from prunekit_voxel.metrics import accuracy_at, box_iou
+from prunekit_voxel.model import HEAD_CONTEXTS
 from prunekit_voxel.rooms import ALL_CLASSES
 from prunekit_voxel.scannet import load_scannet
 from prunekit_voxel.sparse import SparseVoxels
@@ -205,6 +206,8 @@ def main(argv=None) -> int:
                     help="operating point by kept fraction of the voxels reaching each TGP block (replaces --thresholds)")
     ap.add_argument("--cba-threshold", type=float, default=0.15)
     ap.add_argument("--cba-candidates", type=int, default=None, help="override the checkpoint's CBA candidate count")
+    ap.add_argument("--head-context", choices=HEAD_CONTEXTS, default=None,
+                    help="override the checkpoint's head context (Tsp3dNet(head_context=...); no new weights)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--sweep-val", type=int, default=0, help="validation rooms for picking the thresholds (0: off)")
     ap.add_argument("--max-loss", type=float, default=0.01, help="Acc@0.25 loss allowed by the sweep")
@@ -228,6 +231,8 @@ def main(argv=None) -> int:
     timer = StageTimer(net)
     if args.cba_candidates is not None:
         net.cba.max_candidates = net.cba.fusion.max_keys = args.cba_candidates
+    if args.head_context is not None:
+        net.head_context = args.head_context
     encoder = TextEncoder()
     val_sweep = None
     gen = dict(n_objects=tuple(args.objects), classes=ALL_CLASSES if args.scan_classes else None)
@@ -245,6 +250,7 @@ def main(argv=None) -> int:
     ratios = tuple(args.keep_ratios) if args.keep_ratios else None
     rooms = [s for s in (room_sample(1_000_000 + i, vs, **gen) for i in range(args.rooms)) if s is not None]
     result = {"machine": machine_info(), "checkpoint": str(args.checkpoint), "train_info": info, "voxel_size": vs,
+              "head_context": net.head_context,
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "validation_sweep": val_sweep, "speedup_measure": "process CPU time ratio, one thread, settings back to back per sample",
               "rooms": run(net, encoder, rooms, vs, tuple(args.thresholds), args.cba_threshold, timer, ratios)}

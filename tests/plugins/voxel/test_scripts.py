@@ -33,11 +33,13 @@ def test_train_at_an_operating_point_then_bench_by_keep_ratio(tmp_path):
     ckpt = tmp_path / "t.safetensors"
     assert _script("scripts/train_tsp3d.py").main(
         ["--steps", "2", "--width", "16", "--p-full", "0", "--keep-coarse", "0.2", "0.4", "--keep-fine", "0.1", "0.3",
-         "--of-survivors", "--out", str(ckpt)]) == 0
+         "--of-survivors", "--head-context", "s8", "--out", str(ckpt)]) == 0
+    assert json.loads((tmp_path / "t.train.json").read_text())["arch"]["head_context"] == "s8"
     out = tmp_path / "b.json"
     assert _script("scripts/bench/bench_tsp3d.py").main(
         ["--checkpoint", str(ckpt), "--rooms", "2", "--scan-limit", "0", "--keep-ratios", "0.3", "0.2",
          "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["head_context"] == "s8"  # from the checkpoint's arch
     res = json.loads(out.read_text())["rooms"]
     c = res["summary"]["tgp"]["mean_counts"]
     assert c["neck_s8"] <= 0.3 * c["enc_s8"] + 1

@@ -182,8 +182,19 @@ def _read_json(path: Path) -> dict:
         raise InputError(f"{path}: not a readable bench JSON ({e})") from None
 
 
+def gap_change(this_iou: dict, that_iou: dict, name: str, at: float = 0.25) -> dict:
+    """Paired change of setting ``name``'s gap to full between two runs on the same samples (``*_iou``:
+    setting -> per-sample IoUs): mean of ``(hit_name - hit_full)_this,i - (hit_name - hit_full)_that,i``
+    and its standard error ``std(d, ddof=1) / sqrt(n)``."""
+    def gap(iou):
+        return (np.asarray(iou[name]) >= at).astype(float) - (np.asarray(iou["full"]) >= at)
+    return paired_difference(gap(this_iou), gap(that_iou))
+
+
 def compare(this: dict, that: dict) -> dict:
-    """Per evaluation set, paired differences (this - that) of each setting over the same samples."""
+    """Per evaluation set, paired differences (this - that) of each setting over the same samples, and
+    ``gap_change``: the paired change of each pruned setting's gap to full, mean of
+    ``(hit_p - hit_full)_this,i - (hit_p - hit_full)_that,i`` and its standard error."""
     out = {}
     for part in ("rooms", "scannet"):
         a, b = this.get(part), that.get(part)
@@ -193,6 +204,9 @@ def compare(this: dict, that: dict) -> dict:
             raise InputError(f"--compare-with: the {part} samples differ from this run's")
         out[part] = {name: {f"acc@{at}": paired([r[name]["iou"] for r in b["rows"]], [r[name]["iou"] for r in a["rows"]], at)
                             for at in (0.25, 0.5)} for name in SETTINGS}
+        iou_a, iou_b = ({k: [r[k]["iou"] for r in x["rows"]] for k in SETTINGS} for x in (a, b))
+        out[part]["gap_change"] = {name: {f"acc@{at}": gap_change(iou_a, iou_b, name, at) for at in (0.25, 0.5)}
+                                   for name in ("tgp", "tgp+cba")}
     return out
 
 
@@ -222,8 +236,17 @@ def main(argv=None) -> int:
                          "(data.to_room_frame); raw: ScanNet's own frame, centred on 0")
     ap.add_argument("--compare-with", type=Path, default=None,
                     help="an earlier bench JSON on the same rooms: paired differences of each setting (this - that)")
+    ap.add_argument("--compare-runs", type=Path, nargs=2, metavar=("THIS", "THAT"), default=None,
+                    help="no network run: paired differences (THIS - THAT) of two earlier bench JSONs on the same rooms")
     ap.add_argument("--out", type=Path, default=Path("bench-out/tsp3d.json"))
     args = ap.parse_args(argv)
+    if args.compare_runs is not None:
+        this, that = args.compare_runs
+        result = {"this": str(this), "that": str(that), **compare(_read_json(this), _read_json(that))}
+        atomic_write_text(args.out, json.dumps(result, indent=1))
+        _print_compare(result)
+        print(f"wrote {args.out}")
+        return 0
     if args.keep_ratios and not all(0 < r <= 1 for r in args.keep_ratios):
         ap.error("--keep-ratios takes two fractions in (0, 1]")
     torch.set_num_threads(args.threads)
@@ -278,12 +301,18 @@ def main(argv=None) -> int:
             for name, d in result[part]["paired"].items():
                 print("   paired", name, {k: (round(v["diff"], 3), v["se"] and round(v["se"], 3), v["only_a"], v["only_b"])
                                          for k, v in d.items()})
-    for part, d in result.get("compare_with", {}).items():
-        if isinstance(d, dict):
-            for name, v in d.items():
-                print("compare", part, name, {k: (round(x["diff"], 3), x["se"] and round(x["se"], 3)) for k, x in v.items()})
+    _print_compare(result.get("compare_with", {}))
     print(f"wrote {args.out}")
     return 0
+
+
+def _print_compare(cmp: dict) -> None:
+    for part, d in cmp.items():
+        if isinstance(d, dict):
+            rows = [(name, v) for name, v in d.items() if name != "gap_change"]
+            rows += [(f"gap change {name}", v) for name, v in d.get("gap_change", {}).items()]
+            for name, v in rows:
+                print("compare", part, name, {k: (round(x["diff"], 3), x["se"] and round(x["se"], 3)) for k, x in v.items()})
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_tsp3d import _read_json, hit_se, paired  # noqa: E402
+from bench_tsp3d import gap_change as paired_gap_change  # noqa: E402
 
 from prunekit import atomic_write_text, machine_info  # noqa: E402
 from prunekit.errors import InputError, run_script  # noqa: E402
@@ -88,9 +89,7 @@ def gap_change(a: dict, b: dict) -> dict:
     """Per-room change of the full accuracy and of each paired gap from point ``a`` to point ``b``."""
     change = {"full": paired(a["iou"]["full"], b["iou"]["full"])}
     for k in PRUNED:
-        d = ((b["iou"][k] >= 0.25).astype(float) - (b["iou"]["full"] >= 0.25)) - \
-            ((a["iou"][k] >= 0.25).astype(float) - (a["iou"]["full"] >= 0.25))
-        change[f"gap {k} - full"] = {"diff": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d)))}
+        change[f"gap {k} - full"] = paired_gap_change(b["iou"], a["iou"], k)
     return change
 
 

@@ -52,7 +52,9 @@ def test_train_at_an_operating_point_then_bench_by_keep_ratio(tmp_path):
     args = ["--checkpoint", str(ckpt), "--scan-limit", "0", "--keep-ratios", "0.3", "0.2", "--compare-with", str(out)]
     assert bench.main([*args, "--rooms", "2", "--out", str(again)]) == 0
     cmp = json.loads(again.read_text())["compare_with"]["rooms"]
+    gaps = cmp.pop("gap_change")
     assert {k: v["acc@0.25"]["diff"] for k, v in cmp.items()} == {"full": 0.0, "tgp": 0.0, "tgp+cba": 0.0}
+    assert {k: v["acc@0.25"]["diff"] for k, v in gaps.items()} == {"tgp": 0.0, "tgp+cba": 0.0}
     first, second = json.loads(out.read_text()), json.loads(again.read_text())
     first["rooms"]["rows"][0]["text"] = "the other chair."
     with pytest.raises(bench.InputError, match="samples differ"):
@@ -141,4 +143,19 @@ def test_learning_curve_gap_changes_and_trend(tmp_path):
     _bench_json(tmp_path / "c.json", 6, texts="other")  # other rooms are refused, in one line
     with pytest.raises(curve.InputError, match="rooms differ"):
         curve.main([a for p in pts for a in ("--point", *p)] + ["--out", str(tmp_path / "x.json")])
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_compare_runs_gives_paired_accuracy_and_gap_changes_without_a_network(tmp_path):
+    bench = _script("scripts/bench/bench_tsp3d.py")
+    this, that = _bench_json(tmp_path / "a.json", 6), _bench_json(tmp_path / "b.json", 3)
+    out = tmp_path / "cmp.json"
+    assert bench.main(["--compare-runs", str(this), str(that), "--out", str(out)]) == 0
+    rooms = json.loads(out.read_text())["rooms"]
+    assert rooms["full"]["acc@0.25"]["diff"] == 0.0 and abs(rooms["tgp"]["acc@0.25"]["diff"] - 0.3) < 1e-12
+    ch = rooms["gap_change"]["tgp+cba"]["acc@0.25"]  # per room: +1 on rooms 3..5, else 0
+    assert abs(ch["diff"] - 0.3) < 1e-12 and abs(ch["se"] - (0.3 * 0.7 * 10 / 9) ** 0.5 / 10 ** 0.5) < 1e-12
+    _bench_json(that, 3, texts="other")
+    with pytest.raises(bench.InputError, match="samples differ"):
+        bench.main(["--compare-runs", str(this), str(that), "--out", str(tmp_path / "x.json")])
     assert not (tmp_path / "x.json").exists()

@@ -221,8 +221,8 @@ def evaluate(pipe_base, enc, router, macs, experts, prompts, seeds, ids, table, 
             "route_fraction": route_c / (route_c + gen_c)}
 
 
-SAME_ARGS = ("base", "steps", "keep", "batch", "lr", "lr_warmup", "w_contrastive", "ft_steps", "ft_lr", "ft_alpha", "n_eval", "sample_steps", "seed",
-             "eval_seed")
+SAME_ARGS = ("base", "steps", "keep", "batch", "lr", "lr_warmup", "w_contrastive", "eval_noise_seed", "ft_steps", "ft_lr",
+             "ft_alpha", "n_eval", "sample_steps", "seed", "eval_seed")
 
 
 def reused_rows(path: Path, a) -> dict:
@@ -230,7 +230,7 @@ def reused_rows(path: Path, a) -> dict:
     old = json.loads(path.read_text())
     mine = {k: str(v) for k, v in vars(a).items()}
     absent = {"ft_alpha": "1.0", "base": "unet", "eval_seed": "None", "w_contrastive": "1.0",
-              "lr_warmup": "0"}  # arguments older runs did not record
+              "lr_warmup": "0", "eval_noise_seed": "None"}  # arguments older runs did not record
     diff = [k for k in SAME_ARGS if old["args"].get(k, absent.get(k)) != mine[k]]
     if diff:
         raise SystemExit(f"--static-from {path}: different settings {diff}")
@@ -251,6 +251,9 @@ def main() -> None:
                     help="router losses of the reference code: no assignment term, L_std/L_max over the per-sample "
                          "MAC ratios (AptpConfig.paper_losses; no effect with one code, so --static-from may reuse "
                          "a static run without it)")
+    ap.add_argument("--eval-noise-seed", type=int,
+                    help="deploy (route, slice, fine-tune, evaluate) the gates of one fixed noise sample, as the "
+                         "reference code does (AptpRouter.eval_noise_seed); the router training and cache are unchanged")
     ap.add_argument("--ft-steps", type=int, default=150, help="total fine-tune steps per method (0: none)")
     ap.add_argument("--ft-per-expert", action="store_true",
                     help="every APTP expert gets --ft-steps (equal steps per deployed model, K x the total fine-tune "
@@ -293,6 +296,11 @@ def main() -> None:
     runs = {}
     for name, k in (("aptp", a.codes),) + ((("static", 1),) if reuse is None else ()):
         router, macs, experts, log, secs = train_or_load(name, unet, data, table, k, a)
+        if a.eval_noise_seed is not None:  # the reference's sampled deployed gates: re-slice the experts with them
+            from prunekit_diffusion.aptp.finetune import experts_from
+
+            router.eval_noise_seed = a.eval_noise_seed
+            experts = experts_from(router, unet)
         runs[name] = {"router": router, "macs": macs, "experts": experts, "log": log, "train_cpu_s": secs}
 
     ids = eval_prompts(table, a.n_eval, a.seed + 1 if a.eval_seed is None else a.eval_seed)

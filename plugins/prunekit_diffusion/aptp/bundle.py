@@ -167,7 +167,7 @@ def load_bundle(folder: str | Path, unet: torch.nn.Module | None = None) -> Aptp
         raise InputError(f"{folder / MANIFEST}: gate layout does not match the UNet it describes")
     rc = m["router"]
     router = AptpRouter(layout, rc["emb_dim"], rc["n_codes"], rc["temperature"], rc["offset"], rc["sinkhorn_eps"],
-                        rc["sinkhorn_iters"])
+                        rc["sinkhorn_iters"], rc.get("eval_noise_seed"))
     _strict_load(router, _load_tensors(folder / ROUTER), folder / ROUTER)
     mc = m["macs"]
     macs = MacModel(mc["total"], mc["fixed"], mc["width"], mc["depth"], layout)

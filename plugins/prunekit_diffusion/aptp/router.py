@@ -13,6 +13,11 @@ Following Ganjdanesh et al. (ICLR 2025, arXiv 2406.12042) and METHODS.md 6.2:
 - assignment: in training Sinkhorn-Knopp optimal transport on the prompt/code similarities
   (eps = 0.05, 3 iterations, Cuturi 2013 / SwAV) so each batch spreads evenly over the codes; at
   inference the cosine argmax.
+- eval gates: noise-free by default (threshold of ``l + offset``). ``eval_noise_seed=S`` (opt-in) follows the
+  reference code (rezashkv/diffusion_pruning ``pdm/models/vq/quantizer.py``), whose deployed gates are a noise
+  *sample*: its codes keep their last training sample and its prompt vectors use a fixed-seed sample. Here: one
+  fixed logistic sample per code (seed ``2 S + 1``) and one shared by every prompt (seed ``2 S``, so a prompt's
+  route does not depend on its batch); an approximation (the reference's sample is Gumbel, and per batch row).
 
 Losses (:func:`resource_loss`, :func:`contrastive_loss`): ``R = |log(mean MAC ratio / p)|``;
 contrastive = BCE between the row-softmaxes (T = 0.03) of the arch-vector similarity and the
@@ -49,11 +54,13 @@ def sinkhorn(scores: torch.Tensor, eps: float = 0.05, iters: int = 3) -> torch.T
 
 class AptpRouter(nn.Module):
     def __init__(self, layout: GateLayout, emb_dim: int, n_codes: int = 4, temperature: float = 0.4,
-                 offset: float = 3.0, sinkhorn_eps: float = 0.05, sinkhorn_iters: int = 3):
+                 offset: float = 3.0, sinkhorn_eps: float = 0.05, sinkhorn_iters: int = 3,
+                 eval_noise_seed: int | None = None):
         super().__init__()
         self.layout, self.n_codes = layout, n_codes
         self.temperature, self.offset = temperature, offset
         self.sinkhorn_eps, self.sinkhorn_iters = sinkhorn_eps, sinkhorn_iters
+        self.eval_noise_seed = eval_noise_seed
         sizes = [g.size for g in layout.width] + [len(layout.depth)]
         self.sizes = [s for s in sizes if s > 0]
         self.predictor = nn.ModuleList(nn.Linear(emb_dim, s) for s in self.sizes)
@@ -64,18 +71,29 @@ class AptpRouter(nn.Module):
 
     def config(self) -> dict:
         return {"emb_dim": self.predictor[0].in_features, "n_codes": self.n_codes, "temperature": self.temperature,
-                "offset": self.offset, "sinkhorn_eps": self.sinkhorn_eps, "sinkhorn_iters": self.sinkhorn_iters}
+                "offset": self.offset, "sinkhorn_eps": self.sinkhorn_eps, "sinkhorn_iters": self.sinkhorn_iters,
+                "eval_noise_seed": self.eval_noise_seed}
 
     def predict(self, emb: torch.Tensor) -> torch.Tensor:
         """Gate logits per prompt, ``(B, layout.dim)``."""
         return torch.cat([lin(emb) for lin in self.predictor], dim=-1)
 
-    def binarise(self, logits: torch.Tensor) -> torch.Tensor:
-        """Hard 0/1 gates (straight-through); Gumbel noise only in training mode."""
+    def fixed_noise(self, rows: int, salt: int) -> torch.Tensor | None:
+        """The eval-time logistic noise ``(rows, dim)`` of ``eval_noise_seed`` (None without it or in training)."""
+        if self.training or self.eval_noise_seed is None:
+            return None
+        g = torch.Generator().manual_seed(2 * self.eval_noise_seed + salt)
+        u = torch.rand((rows, self.layout.dim), generator=g).clamp(1e-6, 1 - 1e-6)
+        return (torch.log(u) - torch.log1p(-u)).to(self.codes.device)
+
+    def binarise(self, logits: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Hard 0/1 gates (straight-through); logistic noise in training mode, ``noise`` (if given) in eval."""
         x = logits + self.offset
         if self.training:
             u = torch.rand_like(x).clamp(1e-6, 1 - 1e-6)
             x = x + torch.log(u) - torch.log1p(-u)
+        elif noise is not None:
+            x = x + noise
         bits = straight_through_gate(x, 0.5, self.temperature)
         parts = []
         for g in self.layout.width:  # keep the strongest unit of every width group open
@@ -96,12 +114,12 @@ class AptpRouter(nn.Module):
         return F.normalize(torch.cat(out, dim=-1) * self.match_scale, dim=-1)
 
     def code_gates(self) -> torch.Tensor:
-        """Hard gates of every code ``(E, dim)`` (noisy in training mode)."""
-        return self.binarise(self.codes)
+        """Hard gates of every code ``(E, dim)`` (noisy in training mode; see ``eval_noise_seed``)."""
+        return self.binarise(self.codes, self.fixed_noise(self.n_codes, 1))
 
     def similarities(self, emb: torch.Tensor, code_bits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(cosine similarities prompt x code, the prompts' own arch bits)."""
-        bits = self.binarise(self.predict(emb))
+        bits = self.binarise(self.predict(emb), self.fixed_noise(1, 0))
         codes = self.code_gates() if code_bits is None else code_bits
         return self.match_vectors(bits) @ self.match_vectors(codes).T, bits
 

@@ -1,10 +1,13 @@
-"""APTP router LR warm-up (``AptpConfig.lr_warmup``; the reference's ``constant_with_warmup``, 100 steps)."""
+"""APTP options of the reference recipe: router LR warm-up (``AptpConfig.lr_warmup``; the reference's
+``constant_with_warmup``, 100 steps) and sampled deployed gates (``AptpRouter.eval_noise_seed``)."""
 
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
+from prunekit_diffusion.aptp.gating import discover  # noqa: E402
+from prunekit_diffusion.aptp.router import AptpRouter  # noqa: E402
 from prunekit_diffusion.aptp.train import AptpConfig, lr_factor, train_router  # noqa: E402
 
 from .test_aptp import tiny_unet  # noqa: E402
@@ -35,3 +38,31 @@ def test_warmup_is_wired_into_the_training_loop():
     half = (_codes_after(2, lr=0.2, lr_warmup=2) - init).abs().max()
     full = (_codes_after(2, lr=0.2) - init).abs().max()
     assert 0 < half < 0.12 < full  # one Adam step moves a parameter by about its LR at most: 0.2 / 2 here
+
+
+def test_eval_noise_seed_deploys_one_fixed_sample_of_the_gates(tmp_path):
+    """Logits all at -2.2 (offset 3): noise-free every gate is open; with a seed about sigmoid(0.8) = 69 % are,
+    the same sample on every call, per code its own, and a prompt's route does not depend on its batch."""
+    from prunekit_diffusion.aptp.bundle import load_bundle, save_router
+    from prunekit_diffusion.aptp.gating import gated_macs
+
+    from .test_aptp import inputs
+
+    unet = tiny_unet()
+    layout = discover(unet)
+    router = AptpRouter(layout, emb_dim=6, n_codes=3).eval()
+    with torch.no_grad():
+        router.codes.fill_(-2.2)
+    assert router.code_gates().min() == 1.0
+    router.eval_noise_seed = 5
+    gates = router.code_gates()
+    assert torch.equal(gates, router.code_gates()) and not torch.equal(gates[0], gates[1])
+    assert 0.55 < gates.mean().item() < 0.85, gates.mean()
+    emb = torch.randn(10, 6, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(router.route(emb)[3:6], router.route(emb[3:6]))
+    x, t, e = inputs(1)
+    save_router(tmp_path, router, gated_macs(unet, layout, x, t, e))
+    again = load_bundle(tmp_path, unet).router
+    assert again.eval_noise_seed == 5 and torch.equal(again.code_gates(), gates)
+    router.train()
+    assert router.fixed_noise(3, 1) is None  # training keeps fresh noise per step

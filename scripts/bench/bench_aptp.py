@@ -99,6 +99,21 @@ def train_or_load(name: str, unet, data, table, codes: int, a) -> tuple:
     return router, macs, experts, log, seconds
 
 
+@torch.no_grad()
+def noise_free(router, macs, emb: torch.Tensor) -> dict:
+    """What noise-free deployment of a router run with ``eval_noise_seed`` gives: code MAC ratios, prompt shares,
+    and per code the logits' mean / min and the fraction below ``-offset`` (closed without noise)."""
+    seed, router.eval_noise_seed = router.eval_noise_seed, None
+    try:
+        router.eval()
+        counts = torch.bincount(router.route(emb), minlength=router.n_codes).float()
+        return {"code_mac_ratio": macs.ratio(router.code_gates()).tolist(), "share": (counts / counts.sum()).tolist(),
+                "code_logit_mean": router.codes.mean(1).tolist(), "code_logit_min": router.codes.min(1).values.tolist(),
+                "code_logit_frac_closed": (router.codes < -router.offset).float().mean(1).tolist()}
+    finally:
+        router.eval_noise_seed = seed
+
+
 def eval_prompts(table, n: int, seed: int) -> list[int]:
     g = torch.Generator().manual_seed(seed)
     out = []
@@ -331,6 +346,8 @@ def main() -> None:
                                                 minlength=router.n_codes).tolist() for fam in T.FAMILIES}}
         counts = torch.bincount(codes_eval, minlength=router.n_codes).float()
         entry["share"] = (counts / counts.sum()).tolist()
+        if a.eval_noise_seed is not None:
+            entry["noise_free"] = noise_free(router, macs, table["emb"][ids])
         evaluate_ = lambda experts: evaluate(base_pipe, enc, router, macs, experts, prompts, seeds, ids, table,  # noqa: E731
                                              clf, real_feats, a)
         entry["pruned"] = evaluate_(r["experts"])

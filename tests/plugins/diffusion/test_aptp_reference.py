@@ -66,3 +66,9 @@ def test_eval_noise_seed_deploys_one_fixed_sample_of_the_gates(tmp_path):
     assert again.eval_noise_seed == 5 and torch.equal(again.code_gates(), gates)
     router.train()
     assert router.fixed_noise(3, 1) is None  # training keeps fresh noise per step
+    from .conftest import load_script
+
+    macs = gated_macs(unet, layout, x, t, e)
+    nf = load_script("bench/bench_aptp.py").noise_free(router, macs, emb)  # the bench's noise-free record
+    assert nf["code_mac_ratio"] == [1.0] * 3 and nf["share"] == [1.0, 0.0, 0.0] and nf["code_logit_frac_closed"] == [0.0] * 3
+    assert router.eval_noise_seed == 5 and not router.training

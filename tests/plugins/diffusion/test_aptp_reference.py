@@ -46,6 +46,7 @@ def test_eval_noise_seed_deploys_one_fixed_sample_of_the_gates(tmp_path):
     from prunekit_diffusion.aptp.bundle import load_bundle, save_router
     from prunekit_diffusion.aptp.gating import gated_macs
 
+    from .conftest import load_script
     from .test_aptp import inputs
 
     unet = tiny_unet()
@@ -61,14 +62,13 @@ def test_eval_noise_seed_deploys_one_fixed_sample_of_the_gates(tmp_path):
     emb = torch.randn(10, 6, generator=torch.Generator().manual_seed(0))
     assert torch.equal(router.route(emb)[3:6], router.route(emb[3:6]))
     x, t, e = inputs(1)
-    save_router(tmp_path, router, gated_macs(unet, layout, x, t, e))
+    macs = gated_macs(unet, layout, x, t, e)
+    save_router(tmp_path, router, macs)
     again = load_bundle(tmp_path, unet).router
     assert again.eval_noise_seed == 5 and torch.equal(again.code_gates(), gates)
     router.train()
     assert router.fixed_noise(3, 1) is None  # training keeps fresh noise per step
-    from .conftest import load_script
-
-    macs = gated_macs(unet, layout, x, t, e)
     nf = load_script("bench/bench_aptp.py").noise_free(router, macs, emb)  # the bench's noise-free record
-    assert nf["code_mac_ratio"] == [1.0] * 3 and nf["share"] == [1.0, 0.0, 0.0] and nf["code_logit_frac_closed"] == [0.0] * 3
+    assert nf["code_mac_ratio"] == [1.0] * 3 and nf["share"] == [1.0, 0.0, 0.0]
+    assert nf["code_logit_frac_closed"] == [0.0] * 3
     assert router.eval_noise_seed == 5 and not router.training

@@ -23,7 +23,9 @@ reach each TGP block (top-k, as in training); ``--sweep-ratios`` picks it on the
 
 Resolution: every Acc carries its binomial standard error, and ``paired`` gives the per-sample
 paired differences between settings (``tgp - full``, ``tgp+cba - tgp``, ...) with their
-standard errors ``std(d) / sqrt(n)``, which is what a "<= 1 point loss" claim needs.
+standard errors ``std(d) / sqrt(n)``, which is what a "<= 1 point loss" claim needs. ``--compare-with``
+(or, for two saved runs and no network, ``--compare-runs THIS THAT``) pairs two runs on the same rooms: per
+setting the change of accuracy, and the change of each pruned setting's per-room gap to full.
 
   nice -n 10 python scripts/bench/bench_tsp3d.py --rooms 30 --scan-limit 24
 """

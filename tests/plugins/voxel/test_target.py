@@ -90,8 +90,10 @@ def test_ply_in_ply_out(files, tmp_path):
     assert (tmp_path / "kept.box.json").exists()
 
 
-def test_staged_file_path_equals_the_network_forward(files):
-    """The scorer / select / apply split is Tsp3dNet.forward with the same thresholds."""
+@pytest.mark.parametrize("head_context", ["own", "s8+s4"])
+def test_staged_file_path_equals_the_network_forward(files, head_context):
+    """The scorer / select / apply split is Tsp3dNet.forward with the same thresholds (also with the
+    opt-in head context, which the staged path must carry from the stride-8 level to the head)."""
     from prunekit import Budget, select
     from prunekit_voxel.checkpoint import load_checkpoint
     from prunekit_voxel.target import _encoder, finish_from_mask, stage_to_target_level
@@ -99,6 +101,7 @@ def test_staged_file_path_equals_the_network_forward(files):
 
     d, ckpt, scan = files
     net, vs, _ = load_checkpoint(ckpt)
+    net.head_context = head_context
     arr = np.load(scan)
     vox, _ = voxelize(arr[:, :3], vs, np.hstack([arr[:, 3:] / 255.0, np.ones((len(arr), 1))]))
     tok, pad = _encoder().encode([TEXT])

@@ -165,6 +165,12 @@ def bench_model(kind: str, a, clf, real_feats, train_x, train_y) -> dict:
         t0 = time.perf_counter()
         mag, info = magnitude_prune(base, calib.example(base), a.keep)
         variants["magnitude"] = (mag, [], {**info, "search_seconds": time.perf_counter() - t0})
+    for k in magnitude_keeps(a.magnitude_keeps):  # magnitude at other MAC budgets, e.g. LD-Pruner's latency
+        from prunekit_diffusion.magnitude import magnitude_prune
+
+        t0 = time.perf_counter()
+        mag, info = magnitude_prune(base, calib.example(base), k)
+        variants[f"magnitude@{k:g}"] = (mag, [], {**info, "search_seconds": time.perf_counter() - t0})
 
     lat = latencies({"unpruned": base, **{k: v[0] for k, v in variants.items()}}, a.latency_batch,
                     a.latency_repeats, base.config.sample_size)
@@ -235,6 +241,14 @@ def ld_variants(spec: str) -> list[tuple[int, bool, int]]:
     return out
 
 
+def magnitude_keeps(spec: str) -> list[float]:
+    """``"0.5,0.55"`` -> [0.5, 0.55]: extra MAC budgets of the magnitude baseline (rows ``magnitude@K``)."""
+    out = [float(t) for t in spec.split(",") if t.strip()]
+    if any(not 0.0 < k <= 1.0 for k in out):
+        raise SystemExit(f"error: --magnitude-keeps must be fractions in (0, 1], got {spec!r}")
+    return out
+
+
 def suffix(a) -> str:
     """Row-name suffix of the operator granularity: ``""`` (the paper's operators) or ``"-sublayer"``."""
     g = getattr(a, "granularity", "operator")
@@ -261,7 +275,10 @@ def summarize(out: dict, a) -> dict:
     sfx = suffix(a)
     rnd = [v for k, v in res.items() if re.fullmatch(rf"random{sfx}-\d+", k)]
     rnd_block = [v for k, v in res.items() if re.fullmatch(rf"random-block{sfx}-\d+", k)]
-    main = "ld-pruner" + sfx if "ld-pruner" + sfx in res else min(k for k in res if k.startswith("ld-pruner"))
+    lds = [k for k in res if k.startswith("ld-pruner")]
+    if not lds:  # a baselines-only run, to be pooled beside an earlier run (ldpruner_seeds.py A+B)
+        return {"keep_macs": a.keep, "eval_n": a.eval_n, "note": "no LD-Pruner row in this run"}
+    main = "ld-pruner" + sfx if "ld-pruner" + sfx in res else min(lds)
     ld, mag = res[main], res.get("magnitude")
     base = out["unpruned"]
     ctl = base.get("finetune_control")
@@ -363,6 +380,9 @@ def main() -> None:
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--no-magnitude", dest="magnitude", action="store_false",
                     help="skip the Torch-Pruning magnitude channel baseline")
+    ap.add_argument("--magnitude-keeps", default="",
+                    help="extra magnitude rows at these MAC fractions, comma-separated (rows magnitude@K; e.g. the "
+                         "budget at which magnitude matches LD-Pruner's latency)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-out" / "ldpruner.json")
     ap.add_argument("--merge", action="store_true", help="keep results of models not benchmarked in this run")
     ap.add_argument("--table", action="store_true", help="print --out as a markdown table and exit")

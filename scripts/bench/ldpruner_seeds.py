@@ -18,6 +18,9 @@ accuracy and Fréchet distance after recovery; across the K runs:
 - ``mean``, ``sd`` and ``se_seeds = sd / sqrt(K)`` (recovery, calibration, draw and evaluation noise);
 - ``se_binomial = sqrt(sum_k p_k (1 - p_k) / n_k) / K`` (evaluation noise alone).
 
+Rows ``magnitude@K`` (magnitude at another MAC budget, e.g. the one matching LD-Pruner's latency)
+are compared with every LD-Pruner row too, but are not baselines of the targets, which are at equal MACs.
+
 Comparisons (each LD-Pruner row against each baseline): the per-run difference of accuracy, its mean
 and ``se_seeds``, and ``se_paired``: the per-digit differences ``d_i = c_a,i - c_b,i`` of one run
 (both models sampled with the same seeds, ``"correct"`` strings) give ``var(d) / n`` per run, pooled
@@ -110,13 +113,14 @@ def pool(runs: list[dict], model: str) -> dict:
                      "latency_ratio": statistics.mean(e["latency_ratio"] for pr in per_run for e in pr[g])}
     comparisons = {}
     for a in (g for g in names if g.startswith("ld-pruner")):
-        for b in (g for g in BASELINES if g in names):
+        for b in (g for g in names if g in BASELINES or g.startswith("magnitude@")):
             comparisons[f"{a} vs {b}"] = compare(per_run, a, b)
     base, ctl = groups["unpruned"]["mean"], groups.get("control", {}).get("mean")
     targets = {}
     for a in (g for g in names if g.startswith("ld-pruner")):
         m = groups[a]["mean"]
-        vs = {c.split(" vs ")[1]: v for c, v in comparisons.items() if c.startswith(f"{a} vs ")}
+        vs = {c.split(" vs ")[1]: v for c, v in comparisons.items()  # equal-MAC baselines only
+              if c.startswith(f"{a} vs ") and "@" not in c}
         targets[a] = {
             "latency_cut_30pct": groups[a]["latency_ratio"] <= 0.70,
             "accuracy_needed": 0.95 * base, "accuracy_within_5pct_of_unpruned": m >= 0.95 * base,

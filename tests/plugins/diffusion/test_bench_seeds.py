@@ -93,3 +93,18 @@ def test_merge_files_of_one_seed(seeds, tmp_path):
     with pytest.raises(SystemExit, match="not the same evaluation"):
         seeds.main([f"{tmp_path / 'new0.json'}+{tmp_path / 'bad.json'}", "--out", str(tmp_path / "q.json")])
     assert not (tmp_path / "q.json").exists()
+
+
+def test_magnitude_at_other_budget_is_compared_but_not_a_target_baseline(seeds):
+    """``magnitude@K`` rows (magnitude at LD-Pruner's latency) get a comparison; the targets stay at equal MACs."""
+    runs = []
+    for seed in (0, 1):
+        r = _run(seed, "1110", "1000", ["1000"])
+        r["models"]["unet"]["pruned"]["magnitude@0.5"] = _pruned("1111", 30.0, macs=0.5, lat=0.6)
+        runs.append(r)
+    p = seeds.pool(runs, "unet")
+    c = p["comparisons"]["ld-pruner-block vs magnitude@0.5"]
+    assert c["per_run"] == pytest.approx([-0.25, -0.25])
+    assert p["groups"]["magnitude@0.5"]["mac_ratio"] == 0.5
+    t = p["targets"]["ld-pruner-block"]
+    assert t["beats_baselines_accuracy"] and t["beats_baselines_frechet"]  # magnitude@0.5 would fail both

@@ -83,3 +83,12 @@ def test_summary_per_recovery_mode_and_random_block_rows(bench):
     assert den["ld-pruner-block_beats_random_block_accuracy_after_ft"]  # 0.5 > 0.2
     rows = bench.table({"models": {"unet": out}}, "denoise").splitlines()
     assert rows[3] == "| unet | ld-pruner | 0.64 | 0.64 | 0.62 | 0.600 | 80.0 | 0.440 | 17.5 |"
+
+
+def test_magnitude_keeps_parsing_and_baselines_only_summary(bench):
+    assert bench.magnitude_keeps("0.5, 0.55") == [0.5, 0.55] and bench.magnitude_keeps("") == []
+    with pytest.raises(SystemExit, match="magnitude-keeps"):
+        bench.magnitude_keeps("0.5,1.5")
+    out = {"unpruned": {}, "pruned": {"magnitude@0.5": {}}}
+    s = bench.summarize(out, SimpleNamespace(keep=0.65, eval_n=400))
+    assert "targets" not in s and s["note"] == "no LD-Pruner row in this run"

@@ -1,6 +1,7 @@
 """``prunekit aptp train|finetune|export|info`` (typer), mounted by the core CLI from the ``aptp`` plugin.
 
     prunekit aptp train UNET_DIR --data DATA.npz -o CKPT_DIR [--codes 4 --keep-macs 0.6 --steps 300]
+        [--lr-warmup 100 --paper-losses --w-contrastive 100 --eval-noise-seed S]   # the reference's recipe
     prunekit aptp finetune CKPT_DIR --unet UNET_DIR --data DATA.npz -o BUNDLE_DIR [--steps 600 --alpha 1]
     prunekit aptp export CKPT_DIR --unet UNET_DIR -o BUNDLE_DIR          # no fine-tune
     prunekit aptp info BUNDLE_DIR
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -83,6 +85,11 @@ def train(
     batch: int = typer.Option(32, "--batch"),
     lr: float = typer.Option(5e-2, "--lr", help="router LR (the paper: 2e-4 x sqrt(batch) for 5000 steps)"),
     w_contrastive: float = typer.Option(1.0, "--w-contrastive", help="contrastive loss weight (the paper: 100)"),
+    lr_warmup: int = typer.Option(0, "--lr-warmup", help="linear LR warm-up steps (the reference: 100; 0: none)"),
+    paper_losses: bool = typer.Option(False, "--paper-losses", help="the reference code's loss terms (no assignment "
+                                      "term; per-sample L_std / L_max); see the package README"),
+    eval_noise_seed: Optional[int] = typer.Option(None, "--eval-noise-seed", help="deploy the codes with this fixed "
+                                                  "logistic-noise sample, as the reference does (default: noise-free)"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Train the prompt router on a frozen UNet (progress on stderr, checkpoints in OUT)."""
@@ -95,6 +102,8 @@ def train(
             raise UsageError("--codes, --steps and --batch must be positive")
         if w_contrastive < 0:
             raise UsageError(f"--w-contrastive must be >= 0, got {w_contrastive}")
+        if lr_warmup < 0:
+            raise UsageError(f"--lr-warmup must be >= 0, got {lr_warmup}")
         from .train import AptpConfig, train_router
 
         unet = _load_unet(unet_dir)
@@ -107,11 +116,13 @@ def train(
             return {k: v[idx] for k, v in d.items()}
 
         cfg = AptpConfig(n_codes=codes, keep_macs=keep_macs, steps=steps, batch=batch, lr=lr, seed=seed,
-                         w_contrastive=w_contrastive, checkpoint_every=max(1, steps // 5))
+                         w_contrastive=w_contrastive, lr_warmup=lr_warmup, paper_losses=paper_losses,
+                         checkpoint_every=max(1, steps // 5))
         out.mkdir(parents=True, exist_ok=True)
         show = lambda r: typer.echo(f"step {r['step']}/{steps} loss {r['loss']:.4f} macs {r['mac_ratio']:.3f} "  # noqa: E731
                                     f"codes {r['codes']}", err=True)
         router, macs, log = train_router(unet, _noise_scheduler(unet_dir), batches, cfg, checkpoint=out, progress=show)
+        router.eval_noise_seed = eval_noise_seed  # deployment only: training gates are noisy either way
         from .bundle import save_router
 
         save_router(out, router, macs, {"config": cfg.__dict__, "step": steps, "log": log, "base": str(unet_dir)},

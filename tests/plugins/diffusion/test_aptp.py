@@ -331,6 +331,37 @@ def test_cli_train_export_info_and_errors(tmp_path):
     assert r.exit_code == 2 and "--keep-macs" in r.output
     r = run("train", tmp_path / "unet", "--data", tmp_path / "d.npz", "-o", tmp_path / "x", "--w-contrastive", "-1")
     assert r.exit_code == 2 and "--w-contrastive" in r.output
+    r = run("train", tmp_path / "unet", "--data", tmp_path / "d.npz", "-o", tmp_path / "x", "--lr-warmup", "-1")
+    assert r.exit_code == 2 and "--lr-warmup" in r.output
+
+
+def test_cli_train_reference_recipe_flags(tmp_path):
+    """--lr-warmup / --paper-losses reach the config; --eval-noise-seed is saved and deploys the sampled gates."""
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from prunekit_diffusion.aptp.bundle import load_bundle
+    from prunekit_diffusion.aptp.cli import app
+
+    tiny_unet().save_pretrained(tmp_path / "unet")
+    g = np.random.default_rng(1)
+    np.savez(tmp_path / "d.npz", images=g.standard_normal((8, 4, 16, 16)).astype("float32"),
+             prompts=np.array([f"p{i}" for i in range(8)]), prompt_emb=g.standard_normal((8, 6)).astype("float32"),
+             encoder_hidden_states=g.standard_normal((8, 5, 8)).astype("float32"))
+    run = lambda *a: CliRunner().invoke(app, [str(x) for x in a])  # noqa: E731
+    r = run("train", tmp_path / "unet", "--data", tmp_path / "d.npz", "-o", tmp_path / "ck", "--codes", "2",
+            "--steps", "3", "--batch", "4", "--lr-warmup", "2", "--paper-losses", "--eval-noise-seed", "5")
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "ck" / "aptp.json").read_text())
+    assert m["config"]["lr_warmup"] == 2 and m["config"]["paper_losses"] is True
+    noisy = load_bundle(tmp_path / "ck").router
+    assert noisy.eval_noise_seed == 5
+    sampled = noisy.eval().code_gates()
+    noisy.eval_noise_seed = None
+    assert not torch.equal(sampled, noisy.code_gates())  # the saved seed changes the deployed gates
+    r = run("export", tmp_path / "ck", "--unet", tmp_path / "unet", "-o", tmp_path / "bundle")
+    assert r.exit_code == 0, r.output
+    assert load_bundle(tmp_path / "bundle").router.eval_noise_seed == 5
 
 
 def test_bench_expert_steps_share_vs_per_expert():

@@ -288,21 +288,27 @@ def test_pipeline_routes_groups_and_returns_caller_order():
     assert abs(out2.images - out.images).max() < 1e-5
 
 
-def test_cli_train_export_info_and_errors(tmp_path):
+def _cli_workspace(tmp_path, n: int, seed: int):
+    """A tiny UNet folder and an n-prompt data file under tmp_path; returns ``run(*args)`` for ``prunekit aptp``."""
     import numpy as np
     from typer.testing import CliRunner
 
-    from prunekit_diffusion.aptp.bundle import load_bundle
     from prunekit_diffusion.aptp.cli import app
+
+    tiny_unet().save_pretrained(tmp_path / "unet")
+    g = np.random.default_rng(seed)
+    np.savez(tmp_path / "d.npz", images=g.standard_normal((n, 4, 16, 16)).astype("float32"),
+             prompts=np.array([f"p{i}" for i in range(n)]), prompt_emb=g.standard_normal((n, 6)).astype("float32"),
+             encoder_hidden_states=g.standard_normal((n, 5, 8)).astype("float32"))
+    return lambda *a: CliRunner().invoke(app, [str(x) for x in a])
+
+
+def test_cli_train_export_info_and_errors(tmp_path):
+    from prunekit_diffusion.aptp.bundle import load_bundle
     from prunekit_diffusion.plugins import APTP
 
     assert APTP.commands == {"aptp": "prunekit_diffusion.aptp.cli:app"}
-    tiny_unet().save_pretrained(tmp_path / "unet")
-    g = np.random.default_rng(0)
-    np.savez(tmp_path / "d.npz", images=g.standard_normal((12, 4, 16, 16)).astype("float32"),
-             prompts=np.array([f"p{i}" for i in range(12)]), prompt_emb=g.standard_normal((12, 6)).astype("float32"),
-             encoder_hidden_states=g.standard_normal((12, 5, 8)).astype("float32"))
-    run = lambda *a: CliRunner().invoke(app, [str(x) for x in a])  # noqa: E731
+    run = _cli_workspace(tmp_path, 12, seed=0)
     r = run("train", tmp_path / "unet", "--data", tmp_path / "d.npz", "-o", tmp_path / "ck", "--codes", "2",
             "--steps", "2", "--batch", "4", "--w-contrastive", "100")
     assert r.exit_code == 0, r.output
@@ -337,18 +343,9 @@ def test_cli_train_export_info_and_errors(tmp_path):
 
 def test_cli_train_reference_recipe_flags(tmp_path):
     """--lr-warmup / --paper-losses reach the config; --eval-noise-seed is saved and deploys the sampled gates."""
-    import numpy as np
-    from typer.testing import CliRunner
-
     from prunekit_diffusion.aptp.bundle import load_bundle
-    from prunekit_diffusion.aptp.cli import app
 
-    tiny_unet().save_pretrained(tmp_path / "unet")
-    g = np.random.default_rng(1)
-    np.savez(tmp_path / "d.npz", images=g.standard_normal((8, 4, 16, 16)).astype("float32"),
-             prompts=np.array([f"p{i}" for i in range(8)]), prompt_emb=g.standard_normal((8, 6)).astype("float32"),
-             encoder_hidden_states=g.standard_normal((8, 5, 8)).astype("float32"))
-    run = lambda *a: CliRunner().invoke(app, [str(x) for x in a])  # noqa: E731
+    run = _cli_workspace(tmp_path, 8, seed=1)
     r = run("train", tmp_path / "unet", "--data", tmp_path / "d.npz", "-o", tmp_path / "ck", "--codes", "2",
             "--steps", "3", "--batch", "4", "--lr-warmup", "2", "--paper-losses", "--eval-noise-seed", "5")
     assert r.exit_code == 0, r.output

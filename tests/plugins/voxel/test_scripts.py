@@ -159,3 +159,26 @@ def test_compare_runs_gives_paired_accuracy_and_gap_changes_without_a_network(tm
     with pytest.raises(bench.InputError, match="samples differ"):
         bench.main(["--compare-runs", str(this), str(that), "--out", str(tmp_path / "x.json")])
     assert not (tmp_path / "x.json").exists()
+
+
+def test_replicate_runs_pool_per_arm_with_run_to_run_spread(tmp_path):
+    runs = _script("scripts/bench/tsp3d_runs.py")
+    a = [_bench_json(tmp_path / f"a{i}.json", h) for i, h in enumerate((2, 4))]   # gaps -80, -60 points
+    b = [_bench_json(tmp_path / f"b{i}.json", h) for i, h in enumerate((5, 7, 9))]  # gaps -50, -30, -10
+    ref = _bench_json(tmp_path / "ref.json", 10)
+    out = tmp_path / "runs.json"
+    assert runs.main(["--arm", "a", *map(str, a), "--arm", "b", *map(str, b), "--reference", str(ref),
+                      "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    pa, pb = res["arms"]["a"]["pooled"]["gap tgp"], res["arms"]["b"]["pooled"]["gap tgp"]
+    assert abs(pa["mean"] + 70) < 1e-9 and abs(pa["sd"] - 200 ** 0.5) < 1e-9 and abs(pa["se"] - 10) < 1e-9
+    assert abs(pb["mean"] + 30) < 1e-9 and abs(pb["sd"] - 20) < 1e-9 and pb["runs"] == 3
+    d = res["between_arms"]["b - a"]["gap tgp"]
+    assert abs(d["diff"] - 40) < 1e-9 and abs(d["se"] - (100 + 400 / 3) ** 0.5) < 1e-9
+    assert res["arms"]["a"]["pooled"]["speedup tgp+cba"]["mean"] == 1.6
+    assert abs(res["reference"]["arm_minus_reference"]["b"]["gap tgp"]["diff"] + 30) < 1e-9  # the reference: gap 0
+    other = tmp_path / "other.json"  # another operating point is refused, in one line, nothing written
+    other.write_text(json.dumps({**json.loads(a[0].read_text()), "settings": {"keep_ratios": [0.3, 0.1]}}))
+    with pytest.raises(runs.InputError, match="operating points"):
+        runs.main(["--arm", "a", str(a[1]), str(other), "--out", str(tmp_path / "x.json")])
+    assert not (tmp_path / "x.json").exists()

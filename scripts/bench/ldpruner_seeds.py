@@ -26,7 +26,8 @@ and ``se_seeds``, and ``se_paired``: the per-digit differences ``d_i = c_a,i - c
 (both models sampled with the same seeds, ``"correct"`` strings) give ``var(d) / n`` per run, pooled
 as ``sqrt(sum_k var_k / n_k) / K``. Targets (issue 6) on the pooled means: accuracy after recovery
 >= 0.95 x the unpruned model's (and x the control's), and above every baseline (``clear`` when the
-difference exceeds twice the larger standard error).
+difference exceeds twice the larger standard error). The same per run for the Fréchet distance
+(``frechet``: ``a - b``, lower is better, ``clear`` when the mean is below minus twice its ``se_seeds``).
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ def pool(runs: list[dict], model: str) -> dict:
             "beats_baselines_accuracy": all(v["mean"] > 0 for v in vs.values()) if vs else None,
             "beats_baselines_accuracy_clear": all(v["clear"] for v in vs.values()) if vs else None,
             "beats_baselines_frechet": all(groups[a]["frechet_mean"] < groups[b]["frechet_mean"] for b in vs) if vs else None,
+            "beats_baselines_frechet_clear": all(v["frechet"]["clear"] for v in vs.values()) if vs else None,
         }
     return {"runs": k, "groups": groups, "comparisons": comparisons, "targets": targets}
 
@@ -150,8 +152,13 @@ def compare(per_run: list[dict], a: str, b: str) -> dict:
     se_paired = sum(var) ** 0.5 / k if var is not None else None
     mean = statistics.mean(diff)
     se = max(x for x in (se_seeds, se_paired, 0.0) if x is not None)
+    fd = [statistics.mean(e["frechet"] for e in pr[a]) - statistics.mean(e["frechet"] for e in pr[b]) for pr in per_run]
+    fd_sd = _sd(fd)
+    fd_se = fd_sd / k ** 0.5 if fd_sd is not None else None
     return {"per_run": diff, "mean": mean, "se_seeds": se_seeds, "se_paired": se_paired,
-            "clear": mean > 2 * se if se > 0 else None}
+            "clear": mean > 2 * se if se > 0 else None,
+            "frechet": {"per_run": fd, "mean": statistics.mean(fd), "se_seeds": fd_se,  # lower is better
+                        "clear": statistics.mean(fd) < -2 * fd_se if fd_se is not None else None}}
 
 
 def table(pooled: dict) -> str:

@@ -108,3 +108,17 @@ def test_magnitude_at_other_budget_is_compared_but_not_a_target_baseline(seeds):
     assert p["groups"]["magnitude@0.5"]["mac_ratio"] == 0.5
     t = p["targets"]["ld-pruner-block"]
     assert t["beats_baselines_accuracy"] and t["beats_baselines_frechet"]  # magnitude@0.5 would fail both
+
+
+def test_frechet_differences_per_run_and_clear(seeds):
+    """FD ``a - b`` per run with its across-run SE; ``clear`` only when the mean is below -2 SE (lower is better)."""
+    runs = [_run(0, "1110", "1100", ["1000"]), _run(1, "1111", "1101", ["1100"])]
+    c = seeds.pool(runs, "unet")["comparisons"]["ld-pruner-block vs magnitude"]["frechet"]
+    assert c["per_run"] == [-10.0, -10.0] and c["se_seeds"] == 0.0 and c["clear"] is True
+    runs[1]["models"]["unet"]["pruned"]["magnitude"]["finetune"]["quality"]["frechet"] = 42.0
+    p = seeds.pool(runs, "unet")
+    c = p["comparisons"]["ld-pruner-block vs magnitude"]["frechet"]
+    assert c["per_run"] == [-10.0, -2.0] and c["mean"] == -6.0 and c["se_seeds"] == pytest.approx(4.0)
+    assert c["clear"] is False  # -6 > -2 x 4
+    assert p["targets"]["ld-pruner-block"]["beats_baselines_frechet"]
+    assert not p["targets"]["ld-pruner-block"]["beats_baselines_frechet_clear"]

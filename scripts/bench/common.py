@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -71,6 +72,15 @@ def tile_scene(scene, n: int):
     return GaussianScene(means=torch.cat(parts)[:n], quats=cat("quats"), scales=cat("scales"),
                          opacities=cat("opacities"), sh0=cat("sh0"), shN=cat("shN"),
                          extra={k: torch.cat([v] * reps)[:n] for k, v in scene.extra.items()})
+
+
+def across_runs(xs) -> dict:
+    """Mean, sample SD and SE of the mean ``sd / sqrt(K)`` over K replicate runs (SD and SE None for one run).
+    Shared by the replicate-pooling scripts (``ldpruner_seeds.py``, ``tsp3d_runs.py``)."""
+    xs = [float(x) for x in xs]
+    sd = statistics.stdev(xs) if len(xs) > 1 else None
+    return {"mean": statistics.fmean(xs), "sd": sd, "se": sd / len(xs) ** 0.5 if sd is not None else None,
+            "runs": len(xs)}
 
 
 def paired_difference(x, y) -> dict:

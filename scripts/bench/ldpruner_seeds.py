@@ -39,6 +39,9 @@ import statistics
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import across_runs  # noqa: E402
+
 AGREE = ("keep", "ft_steps", "ft_batch", "ft_lr", "ft_modes", "eval_n", "eval_steps", "calib_n", "calib_steps")
 BASELINES = ("magnitude", "random", "random-block", "random-sublayer")
 
@@ -92,10 +95,6 @@ def per_digit(entries: list[dict]) -> list[float] | None:
     return [statistics.mean(int(e["correct"][i]) for e in entries) for i in range(len(entries[0]["correct"]))]
 
 
-def _sd(xs: list[float]) -> float | None:
-    return statistics.stdev(xs) if len(xs) > 1 else None
-
-
 def pool(runs: list[dict], model: str) -> dict:
     """The pooled figures of one model over replicate runs (see the module docstring)."""
     per_run = [run_groups(r["models"][model]) for r in runs]
@@ -104,10 +103,10 @@ def pool(runs: list[dict], model: str) -> dict:
     for g in names:
         acc = [statistics.mean(e["accuracy"] for e in pr[g]) for pr in per_run]
         n = [len(pr[g]) * r["inputs"]["eval_n"] for pr, r in zip(per_run, runs)]
-        sd = _sd(acc)
+        s = across_runs(acc)
         groups[g] = {"draws_per_run": [len(pr[g]) for pr in per_run], "accuracy": acc,
                      "frechet": [statistics.mean(e["frechet"] for e in pr[g]) for pr in per_run],
-                     "mean": statistics.mean(acc), "sd": sd, "se_seeds": sd / k ** 0.5 if sd is not None else None,
+                     "mean": s["mean"], "sd": s["sd"], "se_seeds": s["se"],
                      "se_binomial": sum(p * (1 - p) / m for p, m in zip(acc, n)) ** 0.5 / k,
                      "frechet_mean": statistics.mean(statistics.mean(e["frechet"] for e in pr[g]) for pr in per_run),
                      "mac_ratio": statistics.mean(e["mac_ratio"] for pr in per_run for e in pr[g]),
@@ -147,18 +146,15 @@ def compare(per_run: list[dict], a: str, b: str) -> dict:
             break
         d = [x - y for x, y in zip(ca, cb)]
         var.append(statistics.pvariance(d) / len(d))
-    sd = _sd(diff)
-    se_seeds = sd / k ** 0.5 if sd is not None else None
+    acc = across_runs(diff)
     se_paired = sum(var) ** 0.5 / k if var is not None else None
-    mean = statistics.mean(diff)
-    se = max(x for x in (se_seeds, se_paired, 0.0) if x is not None)
+    se = max(x for x in (acc["se"], se_paired, 0.0) if x is not None)
     fd = [statistics.mean(e["frechet"] for e in pr[a]) - statistics.mean(e["frechet"] for e in pr[b]) for pr in per_run]
-    fd_sd = _sd(fd)
-    fd_se = fd_sd / k ** 0.5 if fd_sd is not None else None
-    return {"per_run": diff, "mean": mean, "se_seeds": se_seeds, "se_paired": se_paired,
-            "clear": mean > 2 * se if se > 0 else None,
-            "frechet": {"per_run": fd, "mean": statistics.mean(fd), "se_seeds": fd_se,  # lower is better
-                        "clear": statistics.mean(fd) < -2 * fd_se if fd_se is not None else None}}
+    f = across_runs(fd)
+    return {"per_run": diff, "mean": acc["mean"], "se_seeds": acc["se"], "se_paired": se_paired,
+            "clear": acc["mean"] > 2 * se if se > 0 else None,
+            "frechet": {"per_run": fd, "mean": f["mean"], "se_seeds": f["se"],  # lower is better
+                        "clear": f["mean"] < -2 * f["se"] if f["se"] is not None else None}}
 
 
 def table(pooled: dict) -> str:

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_tsp3d import _read_json  # noqa: E402
+from common import across_runs  # noqa: E402
 from tsp3d_curve import PRUNED, load_points  # noqa: E402
 
 from prunekit import atomic_write_text, machine_info  # noqa: E402
@@ -44,13 +44,6 @@ def run_figures(pt: dict) -> dict:
     out.update({f"gap {k}": 100 * (acc[k] - acc["full"]) for k in PRUNED})
     out.update({f"speedup {k}": pt["cpu"]["full"] / pt["cpu"][k] for k in PRUNED})
     return out
-
-
-def across_runs(xs: list[float]) -> dict:
-    """Mean, sample SD and SE of the mean over training runs (SD/SE None for one run)."""
-    sd = statistics.stdev(xs) if len(xs) > 1 else None
-    return {"mean": statistics.fmean(xs), "sd": sd, "se": sd / len(xs) ** 0.5 if sd is not None else None,
-            "runs": len(xs)}
 
 
 def pool(arms: dict[str, list[Path]], reference: Path | None, rooms: int | None) -> dict:

@@ -358,7 +358,13 @@ def test_cli_train_reference_recipe_flags(tmp_path):
     assert not torch.equal(sampled, noisy.code_gates())  # the saved seed changes the deployed gates
     r = run("export", tmp_path / "ck", "--unet", tmp_path / "unet", "-o", tmp_path / "bundle")
     assert r.exit_code == 0, r.output
-    assert load_bundle(tmp_path / "bundle").router.eval_noise_seed == 5
+    exported = load_bundle(tmp_path / "bundle")
+    assert exported.router.eval_noise_seed == 5
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(tmp_path / "unet")
+    want = [sum(p.numel() for p in slice_expert(unet, noisy.layout, (g > 0.5).float())[0].parameters()) for g in sampled]
+    assert [c["params"] for c in exported.manifest["codes"]] == want  # experts sliced with the sampled gates
 
 
 def test_bench_expert_steps_share_vs_per_expert():

@@ -9,7 +9,8 @@ Each JSON is one trained checkpoint evaluated on the same held-out rooms at the 
 points and the CPU-time speed-ups. Per arm, over its runs: mean, ``sd`` and ``se = sd / sqrt(K)`` of every
 figure: the spread between training runs, which the per-room standard errors of one run do not contain.
 Between arms (each later arm minus the first): difference of the means with the unpaired standard error
-``sqrt(se_a^2 + se_b^2)``. ``--reference``: one more run (e.g. the best checkpoint so far) shown beside the arms,
+``sqrt(se_a^2 + se_b^2)``; with ``--paired`` (the arms list the same seeds in the same order, e.g. one recipe at two
+budgets) also the paired difference: mean of the per-seed differences and its SE over seeds. ``--reference``: one more run (e.g. the best checkpoint so far) shown beside the arms,
 each arm's mean minus it with the arm's ``se`` (the reference's own training spread is unknown).
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_tsp3d import _read_json  # noqa: E402
-from common import across_runs  # noqa: E402
+from common import across_runs, paired_difference  # noqa: E402
 from tsp3d_curve import PRUNED, load_points  # noqa: E402
 
 from prunekit import atomic_write_text, machine_info  # noqa: E402
@@ -46,12 +47,14 @@ def run_figures(pt: dict) -> dict:
     return out
 
 
-def pool(arms: dict[str, list[Path]], reference: Path | None, rooms: int | None) -> dict:
+def pool(arms: dict[str, list[Path]], reference: Path | None, rooms: int | None, paired: bool = False) -> dict:
     files = [p for ps in arms.values() for p in ps] + ([reference] if reference else [])
     points = {p: pt for p, pt in zip(files, load_points([(0.0, p) for p in files], rooms))}
     ops = {operating_point(p) for p in files}
     if len(ops) > 1:
         raise InputError("the runs were evaluated at different operating points (keep ratios / thresholds / rooms)")
+    if paired and len({len(ps) for ps in arms.values()}) > 1:
+        raise InputError("--paired: every arm must list the same number of runs (one per seed, same order)")
     out = {"arms": {}, "between_arms": {}, "reference": None}
     for name, paths in arms.items():
         runs = {p.name: run_figures(points[p]) for p in paths}
@@ -63,6 +66,11 @@ def pool(arms: dict[str, list[Path]], reference: Path | None, rooms: int | None)
             f: {"diff": b[f]["mean"] - a[f]["mean"],
                 "se": (a[f]["se"] ** 2 + b[f]["se"] ** 2) ** 0.5 if a[f]["se"] is not None and b[f]["se"] is not None
                 else None} for f in FIGURES}
+        if paired:
+            ra, rb = out["arms"][names[0]]["runs"].values(), out["arms"][other]["runs"].values()
+            for f in FIGURES:
+                out["between_arms"][f"{other} - {names[0]}"][f]["paired"] = paired_difference(
+                    [r[f] for r in rb], [r[f] for r in ra])
     if reference:
         ref = run_figures(points[reference])
         out["reference"] = {"file": reference.name, "figures": ref,
@@ -78,6 +86,8 @@ def main(argv=None) -> int:
                     help="an arm's name and its runs' bench JSONs")
     ap.add_argument("--reference", type=Path, default=None, help="one more bench JSON shown beside the arms")
     ap.add_argument("--rooms", type=int, default=None, help="use the first N rooms of every run")
+    ap.add_argument("--paired", action="store_true",
+                    help="the arms list the same seeds in the same order: also give per-seed paired differences")
     ap.add_argument("--out", type=Path, default=Path("bench-out/tsp3d_runs.json"))
     args = ap.parse_args(argv)
     arms: dict[str, list[Path]] = {}
@@ -87,9 +97,10 @@ def main(argv=None) -> int:
         arms[name] = [Path(p) for p in paths]
     result = {"machine": machine_info(),
               "settings": {"arms": {n: [str(p) for p in ps] for n, ps in arms.items()},
-                           "reference": str(args.reference) if args.reference else None, "rooms": args.rooms},
+                           "reference": str(args.reference) if args.reference else None, "rooms": args.rooms,
+                           "paired": args.paired},
               "units": "accuracies are Acc@0.25 fractions; gaps are pruned - full of the same run, in points",
-              **pool(arms, args.reference, args.rooms)}
+              **pool(arms, args.reference, args.rooms, args.paired)}
     atomic_write_text(args.out, json.dumps(result, indent=1))
     fmt = lambda s: f"{s['mean']:+.1f}" + (f" (SD {s['sd']:.1f}, SE {s['se']:.1f})" if s["sd"] is not None else "")  # noqa: E731
     for name, arm in result["arms"].items():
@@ -100,6 +111,10 @@ def main(argv=None) -> int:
     for name, d in result["between_arms"].items():
         se = d["gap tgp+cba"]["se"]
         print(f"{name}: gap TGP+CBA {d['gap tgp+cba']['diff']:+.1f}" + (f" ± {se:.1f}" if se is not None else ""))
+        if "paired" in d["gap tgp"]:
+            pt = {k: d[k]["paired"] for k in ("gap tgp", "gap tgp+cba", "full")}
+            print("   paired over seeds: " + ", ".join(
+                f"{k} {v['diff']:+.3g}" + (f" ± {v['se']:.2g}" if v["se"] is not None else "") for k, v in pt.items()))
     if result["reference"]:
         print(f"reference {result['reference']['file']}: gap TGP+CBA {result['reference']['figures']['gap tgp+cba']:+.1f}")
     print(f"wrote {args.out}")

@@ -182,3 +182,17 @@ def test_replicate_runs_pool_per_arm_with_run_to_run_spread(tmp_path):
     with pytest.raises(runs.InputError, match="operating points"):
         runs.main(["--arm", "a", str(a[1]), str(other), "--out", str(tmp_path / "x.json")])
     assert not (tmp_path / "x.json").exists()
+
+
+def test_replicate_runs_paired_by_seed(tmp_path):
+    runs = _script("scripts/bench/tsp3d_runs.py")
+    a = [_bench_json(tmp_path / f"a{i}.json", h) for i, h in enumerate((2, 4))]  # gaps -80, -60 points
+    b = [_bench_json(tmp_path / f"b{i}.json", h) for i, h in enumerate((5, 9))]  # gaps -50, -10: +30, +50 per seed
+    out = tmp_path / "runs.json"
+    assert runs.main(["--arm", "a", *map(str, a), "--arm", "b", *map(str, b), "--paired", "--out", str(out)]) == 0
+    d = json.loads(out.read_text())["between_arms"]["b - a"]["gap tgp"]
+    assert abs(d["paired"]["diff"] - 40) < 1e-9 and abs(d["paired"]["se"] - 10) < 1e-9 and d["paired"]["n"] == 2
+    assert abs(d["se"] - (100 + 400) ** 0.5) < 1e-9  # the unpaired SE stays beside it
+    with pytest.raises(runs.InputError, match="same number of runs"):  # unequal arms cannot be paired
+        runs.main(["--arm", "a", *map(str, a), "--arm", "b", str(b[0]), "--paired", "--out", str(tmp_path / "x.json")])
+    assert not (tmp_path / "x.json").exists()

@@ -9,17 +9,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 
 from .errors import InputError
 from .fileio import atomic_path
+from .groups import NamedGroups
 
 
 @dataclass
-class Mask:
+class Mask(NamedGroups):
     """Keep-masks per group: ``groups[name][i]`` is True when unit ``i`` is kept."""
 
     groups: dict[str, torch.Tensor]
@@ -43,15 +43,6 @@ class Mask:
         return cls({name: values})
 
     # access ---------------------------------------------------------------------
-    def __getitem__(self, name: str) -> torch.Tensor:
-        return self.groups[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.groups)
-
-    def __len__(self) -> int:
-        return len(self.groups)
-
     @property
     def only(self) -> torch.Tensor:
         """The tensor of a single-group mask."""

@@ -9,9 +9,11 @@ counts. Scores are produced by scorers (pure functions of a target) and turned i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import torch
+
+from .groups import NamedGroups
 
 DEFAULT_GROUP = "units"
 
@@ -26,7 +28,7 @@ def _as_1d_float(name: str, value) -> torch.Tensor:
 
 
 @dataclass
-class Scores:
+class Scores(NamedGroups):
     """Named groups of per-unit importance scores, with optional per-unit costs.
 
     ``groups[name][i]`` is the importance of unit ``i`` of group ``name``;
@@ -57,15 +59,6 @@ class Scores:
     def single(cls, values, cost=None, name: str = DEFAULT_GROUP) -> "Scores":
         """One group called ``name`` (default ``"units"``)."""
         return cls({name: values}, {name: cost} if cost is not None else {})
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        return self.groups[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.groups)
-
-    def __len__(self) -> int:
-        return len(self.groups)
 
     @property
     def sizes(self) -> dict[str, int]:

@@ -114,7 +114,7 @@ def main(argv=None) -> int:
         if "paired" in d["gap tgp"]:
             pt = {k: d[k]["paired"] for k in ("gap tgp", "gap tgp+cba", "full")}
             print("   paired over seeds: " + ", ".join(
-                f"{k} {v['diff']:+.3g}" + (f" ± {v['se']:.2g}" if v["se"] is not None else "") for k, v in pt.items()))
+                f"{k} {v['diff']:+.3f}" + (f" ± {v['se']:.3f}" if v["se"] is not None else "") for k, v in pt.items()))
     if result["reference"]:
         print(f"reference {result['reference']['file']}: gap TGP+CBA {result['reference']['figures']['gap tgp+cba']:+.1f}")
     print(f"wrote {args.out}")

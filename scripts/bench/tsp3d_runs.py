@@ -9,9 +9,10 @@ Each JSON is one trained checkpoint evaluated on the same held-out rooms at the 
 points and the CPU-time speed-ups. Per arm, over its runs: mean, ``sd`` and ``se = sd / sqrt(K)`` of every
 figure: the spread between training runs, which the per-room standard errors of one run do not contain.
 Between arms (each later arm minus the first): difference of the means with the unpaired standard error
-``sqrt(se_a^2 + se_b^2)``; with ``--paired`` (the arms list the same seeds in the same order, e.g. one recipe at two
-budgets) also the paired difference: mean of the per-seed differences and its SE over seeds. ``--reference``: one more run (e.g. the best checkpoint so far) shown beside the arms,
-each arm's mean minus it with the arm's ``se`` (the reference's own training spread is unknown).
+``sqrt(se_a^2 + se_b^2)``. ``--paired`` (the arms list the same seeds in the same order, e.g. one recipe at
+two budgets; runs are paired by position, the pairs are written to the JSON): also the paired difference, the
+mean of the per-seed differences and its SE over seeds. ``--reference``: one more run (e.g. the best checkpoint
+so far) shown beside the arms, each arm's mean minus it with the arm's ``se`` (its own training spread is unknown).
 """
 
 from __future__ import annotations
@@ -67,10 +68,11 @@ def pool(arms: dict[str, list[Path]], reference: Path | None, rooms: int | None,
                 "se": (a[f]["se"] ** 2 + b[f]["se"] ** 2) ** 0.5 if a[f]["se"] is not None and b[f]["se"] is not None
                 else None} for f in FIGURES}
         if paired:
-            ra, rb = out["arms"][names[0]]["runs"].values(), out["arms"][other]["runs"].values()
+            ra, rb = out["arms"][names[0]]["runs"], out["arms"][other]["runs"]
+            between = out["between_arms"][f"{other} - {names[0]}"]
             for f in FIGURES:
-                out["between_arms"][f"{other} - {names[0]}"][f]["paired"] = paired_difference(
-                    [r[f] for r in rb], [r[f] for r in ra])
+                between[f]["paired"] = paired_difference([r[f] for r in rb.values()], [r[f] for r in ra.values()])
+            between["pairs"] = list(zip(rb, ra))
     if reference:
         ref = run_figures(points[reference])
         out["reference"] = {"file": reference.name, "figures": ref,

@@ -190,7 +190,9 @@ def test_replicate_runs_paired_by_seed(tmp_path):
     b = [_bench_json(tmp_path / f"b{i}.json", h) for i, h in enumerate((5, 9))]  # gaps -50, -10: +30, +50 per seed
     out = tmp_path / "runs.json"
     assert runs.main(["--arm", "a", *map(str, a), "--arm", "b", *map(str, b), "--paired", "--out", str(out)]) == 0
-    d = json.loads(out.read_text())["between_arms"]["b - a"]["gap tgp"]
+    between = json.loads(out.read_text())["between_arms"]["b - a"]
+    assert between["pairs"] == [["b0.json", "a0.json"], ["b1.json", "a1.json"]]  # paired by position
+    d = between["gap tgp"]
     assert abs(d["paired"]["diff"] - 40) < 1e-9 and abs(d["paired"]["se"] - 10) < 1e-9 and d["paired"]["n"] == 2
     assert abs(d["se"] - (100 + 400) ** 0.5) < 1e-9  # the unpaired SE stays beside it
     with pytest.raises(runs.InputError, match="same number of runs"):  # unequal arms cannot be paired

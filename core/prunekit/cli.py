@@ -179,6 +179,22 @@ def eval_(ctx: typer.Context, ref: Path, cand: Path,
     typer.echo(report.to_json() if as_json else report.table())
 
 
+def _list_plugin_commands(builtin: set[str]) -> None:
+    """Show plugin sub-commands in ``prunekit --help`` without importing them.
+
+    Each is a placeholder naming its plugin(s); running ``prunekit NAME ...`` mounts the real one.
+    """
+    owners: dict[str, list[str]] = {}
+    for st in registry.status():
+        if st.status == "ok":
+            for name in registry.load(st.name).commands:
+                owners.setdefault(name, []).append(st.name)
+    for name, plugins in sorted(owners.items()):
+        if name not in builtin:
+            app.command(name, help=f"From plugin{'s' * (len(plugins) > 1)} {', '.join(plugins)}: `prunekit {name} --help` lists its commands.",
+                        context_settings=EXTRA, add_help_option=False)(lambda: None)
+
+
 def _mount_plugin_commands(argv: list[str]) -> None:
     """Mount ``prunekit NAME ...`` sub-commands that plugins declare (only the one invoked)."""
     builtin = {"plugins", "prune", "info", "eval"}
@@ -191,6 +207,8 @@ def _mount_plugin_commands(argv: list[str]) -> None:
         elif not a.startswith("-"):
             wanted = a
             break
+    if wanted is None:
+        _list_plugin_commands(builtin)
     if wanted is None or wanted in builtin:
         return
     for st in registry.status():

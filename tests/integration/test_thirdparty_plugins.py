@@ -86,6 +86,10 @@ def test_plugin_contributed_command(site):
     r = cli(site, "magnitude-demo", "top", "--keep", "2", "--", "0.1", "-3", "2", "0")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["1", "2"]
+    # listed in the top-level help next to the built-in commands, without being imported
+    h = cli(site, "--help")
+    assert h.returncode == 0 and "magnitude-demo" in h.stdout and "From plugin magnitude:" in h.stdout
+    assert "magnitude-demo" not in cli(site, "-p", "no:magnitude", "--help").stdout
     # disabled plugin: its command is gone (usage error), the rest of the CLI works
     r = cli(site, "-p", "no:magnitude", "magnitude-demo", "top", "1")
     assert r.returncode == 2

@@ -22,6 +22,15 @@ from .report import Report
 from .selection import select
 
 
+def _kinds(suffixes) -> str:
+    """``(".ply", "")`` -> ``".ply files and folders"`` (a target's empty suffix means folders)."""
+    files = sorted(s for s in suffixes if s)
+    parts = [f"{', '.join(files)} files"] if files else []
+    if "" in suffixes:
+        parts.append("folders")
+    return " and ".join(parts) or "nothing"
+
+
 def find_target(path: str | os.PathLike) -> FileTarget:
     """The file handler (from any loadable plugin) that reads ``path``."""
     seen: set[int] = set()
@@ -39,7 +48,7 @@ def find_target(path: str | os.PathLike) -> FileTarget:
         suffixes.update(t.suffixes)
         if t.can_read(path):
             return t
-    raise InputError(f"{path}: no installed plugin reads this kind of file (readable: {', '.join(sorted(suffixes)) or 'none'})")
+    raise InputError(f"{path}: no installed plugin reads this kind of file (readable: {_kinds(suffixes)})")
 
 
 def _check_input(path: Path) -> None:
@@ -84,13 +93,13 @@ def prune_file(path: str | os.PathLike, method: str, budget: Budget | None, outp
     plugin: Plugin = registry.load(method)
     target = plugin.get_target()
     if not target.can_read(path):
-        raise InputError(f"{path}: plugin {method!r} reads {', '.join(target.suffixes)} files")
+        raise InputError(f"{path}: plugin {method!r} reads {_kinds(target.suffixes)}")
     if output is not None:
         output = Path(output)
         if output.resolve() == path.resolve() and not force:
             raise UsageError(f"{output}: refusing to overwrite the input (pass --force to allow)")
         if output.suffix not in target.suffixes:
-            raise UsageError(f"{output}: cannot write {output.suffix or 'suffix-less'} files (writable: {', '.join(target.suffixes)})")
+            raise UsageError(f"{output}: cannot write {output.suffix or 'suffix-less'} files (writable: {_kinds(target.suffixes)})")
     argv = list(argv) + [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
     cfg, rest = parse_options(plugin.config, argv, allow_unknown=True)
     opts, _ = parse_options(target.options, rest)

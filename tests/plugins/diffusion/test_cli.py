@@ -127,6 +127,11 @@ def test_existing_output_and_bad_input(saved, tmp_path):
     r = cli("prune", notmodel, "-m", "ld-pruner", "--keep", "0.8", "-o", tmp_path / "o2", *FAST)
     assert r.exit_code == 1 and str(notmodel) in r.output and "Traceback" not in r.output
     assert not (tmp_path / "o2").exists()
+    plain = tmp_path / "weights.bin"
+    plain.write_bytes(b"x")
+    r = cli("prune", plain, "-m", "ld-pruner", "--keep", "0.8", "-o", tmp_path / "o3", *FAST)
+    assert r.exit_code == 1 and "plugin 'ld-pruner' reads folders" in r.output and "Traceback" not in r.output
+    assert plain.read_bytes() == b"x" and not (tmp_path / "o3").exists()
 
 
 def test_console_script_end_to_end(saved, tmp_path):

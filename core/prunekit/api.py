@@ -102,7 +102,7 @@ def prune_file(path: str | os.PathLike, method: str, budget: Budget | None, outp
             raise UsageError(f"{output}: cannot write {output.suffix or 'suffix-less'} files (writable: {_kinds(target.suffixes)})")
     argv = list(argv) + [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
     cfg, rest = parse_options(plugin.config, argv, allow_unknown=True)
-    opts, _ = parse_options(target.options, rest)
+    opts, _ = parse_options(target.options, rest, parsed_before=plugin.config)
     if hasattr(cfg, "budget_option"):
         budget = cfg.budget_option(budget)
     if budget is None:

@@ -101,11 +101,13 @@ def _convert(raw: str, tp, flag: str):
     return raw
 
 
-def parse_options(cfg_cls, argv: Sequence[str], *, allow_unknown: bool = False) -> tuple[Any, list[str]]:
+def parse_options(cfg_cls, argv: Sequence[str], *, allow_unknown: bool = False,
+                  parsed_before: type | None = None) -> tuple[Any, list[str]]:
     """Parse ``--name value`` / ``--name=value`` / ``--flag`` / ``--no-flag`` into ``cfg_cls``.
 
     Returns (config, leftover args). Unknown options raise :class:`UsageError` unless
-    ``allow_unknown``.
+    ``allow_unknown``; its message lists the options of ``cfg_cls`` and of ``parsed_before`` (the
+    config that took its options from ``argv`` first, e.g. the plugin's before the domain's).
     """
     fields = {f.name: f for f in dataclasses.fields(cfg_cls)} if cfg_cls else {}
     hints = typing.get_type_hints(cfg_cls) if cfg_cls else {}
@@ -132,7 +134,8 @@ def parse_options(cfg_cls, argv: Sequence[str], *, allow_unknown: bool = False) 
                     i += 1
                 i += 1
                 continue
-            known = ", ".join("--" + n.replace("_", "-") for n in fields) or "none"
+            names = [*fields, *(f.name for f in dataclasses.fields(parsed_before))] if parsed_before else fields
+            known = ", ".join("--" + n.replace("_", "-") for n in names) or "none"
             raise UsageError(f"unknown option --{key} (options here: {known})")
         tp = hints.get(name, str)
         if tp is bool and not eq:

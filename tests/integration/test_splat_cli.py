@@ -76,6 +76,8 @@ def test_info_and_eval(scene_file, tmp_path):
     (["--keep", "0.1", "--band-weight", "2"], 2, "band-weight"),
     (["--keep", "0.1", "--views", "zero"], 2, "--views"),
     (["--keep", "0.1", "--bogus-option", "1"], 2, "unknown option --bogus-option"),
+    (["--keep", "0.1", "--bogus-option", "1"], 2, "--band-weight"),  # the plugin's options are listed too
+    (["--keep", "0.1", "--bogus-option", "1"], 2, "--views"),  # and the domain's
 ])
 def test_bad_options(scene_file, tmp_path, args, code, msg):
     out = tmp_path / "out.ply"

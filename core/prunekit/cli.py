@@ -182,7 +182,7 @@ def eval_(ctx: typer.Context, ref: Path, cand: Path,
 def _list_plugin_commands(builtin: set[str]) -> None:
     """Show plugin sub-commands in ``prunekit --help`` without importing them.
 
-    Each is a placeholder naming its plugin(s); running ``prunekit NAME ...`` mounts the real one.
+    Each entry carries only help text naming its plugin(s); ``prunekit NAME ...`` mounts the real command.
     """
     owners: dict[str, list[str]] = {}
     for st in registry.status():

@@ -75,15 +75,14 @@ def test_info_and_eval(scene_file, tmp_path):
     (["--count", "x"], 2, ""),
     (["--keep", "0.1", "--band-weight", "2"], 2, "band-weight"),
     (["--keep", "0.1", "--views", "zero"], 2, "--views"),
-    (["--keep", "0.1", "--bogus-option", "1"], 2, "unknown option --bogus-option"),
-    (["--keep", "0.1", "--bogus-option", "1"], 2, "--band-weight"),  # the plugin's options are listed too
-    (["--keep", "0.1", "--bogus-option", "1"], 2, "--views"),  # and the domain's
+    (["--keep", "0.1", "--bogus-option", "1"], 2, ("unknown option --bogus-option", "--band-weight", "--views")),
 ])
 def test_bad_options(scene_file, tmp_path, args, code, msg):
     out = tmp_path / "out.ply"
     r = run("prune", scene_file, "-m", "sundae", *args, "-o", out)
     assert r.returncode == code, r.stderr
-    assert msg in r.stderr and "Traceback" not in r.stderr
+    # a tuple: every part must appear (an unknown option lists the plugin's and the domain's options)
+    assert all(m in r.stderr for m in (msg if isinstance(msg, tuple) else (msg,))) and "Traceback" not in r.stderr
     assert not out.exists()
 
 

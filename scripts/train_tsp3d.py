@@ -54,6 +54,7 @@ from prunekit_voxel.losses import tsp3d_losses
 from prunekit_voxel.metrics import box_iou
 from prunekit_voxel.model import HEAD_CONTEXTS, Tsp3dNet
 from prunekit_voxel.rooms import ALL_CLASSES
+from prunekit_voxel.sparse import unique_coords
 from prunekit_voxel.text import TextEncoder
 
 CACHE = Path(".cache/prunekit_voxel")
@@ -198,7 +199,7 @@ def _counts(net: Tsp3dNet, vox, args, rng) -> tuple[int, int]:
     c = vox.coords
     n = []
     for _ in range(3):
-        c = torch.unique(torch.div(c, 2, rounding_mode="floor"), dim=0)
+        c = unique_coords(torch.div(c, 2, rounding_mode="floor"))[0]
         n.append(len(c))
     coarse = max(1, int(_uniform(args.keep_coarse, rng) * n[2]))
     fine = max(1, int(_uniform(args.keep_fine, rng) * n[1]))

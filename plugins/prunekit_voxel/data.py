@@ -10,7 +10,7 @@ import torch
 from .expressions import Expression, generate
 from .rooms import make_room
 from .scannet import LabelledScan
-from .sparse import SparseVoxels
+from .sparse import SparseVoxels, unique_coords
 from .voxelize import voxelize
 
 
@@ -59,7 +59,7 @@ def to_room_frame(scan: LabelledScan) -> LabelledScan:
 def instance_sites(scan: LabelledScan, instance: int, voxel_size: float) -> torch.Tensor:
     """Unique stride-1 voxel coordinates (``floor(p / voxel_size)``) of one instance's points."""
     pts = torch.as_tensor(scan.points[scan.instance == instance], dtype=torch.float64)
-    return torch.unique(torch.floor(pts / voxel_size).to(torch.int64), dim=0)
+    return unique_coords(torch.floor(pts / voxel_size).to(torch.int64))[0]
 
 
 def room_expression(seed: int, kinds: tuple[str, ...] | None = None, **room) -> tuple[LabelledScan, Expression] | None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from .sparse import SparseVoxels, parents
+from .sparse import SparseVoxels, parents, unique_coords
 from .tgp import MARGINS, focal_loss, in_boxes, tgp_targets
 
 
@@ -33,7 +33,7 @@ def target_voxels(coords: torch.Tensor, stride: int, voxel_size: float, target_b
         s = target_sites
         for _ in range(stride.bit_length() - 1):
             s = parents(s)
-        s = torch.unique(s, dim=0)
+        s = unique_coords(s)[0]
         return SparseVoxels(s, torch.zeros(len(s), 0)).contains(coords)
     size = voxel_size * stride
     xyz = (coords.to(torch.float32) + 0.5) * size

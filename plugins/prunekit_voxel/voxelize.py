@@ -3,7 +3,7 @@
 Convention (fixed here, METHODS.md 8.3): voxel ``c = floor(p / voxel_size)`` from the world
 origin (open3d's *tensor* API convention; its legacy ``VoxelGrid`` anchors at
 ``min_bound - voxel_size / 2`` instead). A voxel's features are the mean of its points'
-features (``torch.unique(..., return_inverse=True)`` + ``scatter_reduce``).
+features (:func:`~prunekit_voxel.sparse.unique_coords` + ``scatter_reduce``).
 
 Meshes are turned into points by area-weighted uniform sampling of their triangles
 (``p = a + u (b - a) + v (c - a)`` with ``u + v <= 1`` folded), so thin surfaces are not
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .sparse import SparseVoxels
+from .sparse import SparseVoxels, unique_coords
 
 
 def voxelize(points, voxel_size: float, feats=None) -> tuple[SparseVoxels, torch.Tensor]:
@@ -36,7 +36,7 @@ def voxelize(points, voxel_size: float, feats=None) -> tuple[SparseVoxels, torch
     if f.shape[0] != p.shape[0]:
         raise ValueError(f"{p.shape[0]} points but {f.shape[0]} feature rows")
     grid = torch.floor(p / voxel_size).to(torch.int64)
-    coords, inv = torch.unique(grid, dim=0, return_inverse=True)
+    coords, inv = unique_coords(grid)
     out = torch.zeros(coords.shape[0], f.shape[1], dtype=f.dtype)
     out.scatter_reduce_(0, inv[:, None].expand_as(f), f, reduce="mean", include_self=False)
     return SparseVoxels(coords, out), inv

@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 
+from prunekit_voxel import sparse
 from prunekit_voxel.sparse import (OFFSETS2, OFFSETS3, DownConv3d, SparseVoxels, SubmConv3d, UpConv3d, hash_coords,
-                                   restrict_to_kept, unhash)
+                                   restrict_to_kept, unhash, unique_coords)
 
 from .conftest import random_sites
 
@@ -93,6 +94,32 @@ def test_gradients_flow_to_features_and_weights():
     y.feats.sum().backward()
     assert f.grad is not None and f.grad.abs().sum() > 0
     assert all(p.grad is not None for m in (conv, down, up) for p in m.parameters())
+
+
+@pytest.mark.parametrize("spread", [1, 1000])  # compact sites: index-grid path; spread out: sorted-key path
+def test_kernel_map_equals_per_offset_lookup(spread):
+    coords = (random_sites(200, 9, seed=6, lo=-4) * spread).reshape(-1, 3)
+    coords = torch.cat([coords, coords[:50] + torch.tensor([0, 0, 1])])  # some neighbours at any spread
+    coords = unique_coords(coords)[0]
+    x = SparseVoxels(coords, torch.zeros(len(coords), 1))
+    for o, (src, dst) in zip(OFFSETS3, x.kernel_map()):
+        ref = x.lookup(coords + o)
+        hit = (ref >= 0).nonzero().flatten()
+        assert torch.equal(dst, hit) and torch.equal(src, ref[hit])
+
+
+def test_kernel_map_raises_where_a_neighbour_cannot_be_keyed(monkeypatch):
+    monkeypatch.setattr(sparse, "DENSE_LOOKUP_CELLS", 0)  # force the sorted-key path
+    x = SparseVoxels(torch.tensor([[(1 << 19) - 1, 0, 0]]), torch.zeros(1, 1))
+    with pytest.raises(ValueError, match="must lie in"):
+        x.kernel_map()
+
+
+def test_unique_coords_equals_torch_unique_rows():
+    c = torch.cat([random_sites(150, 6, seed=7, lo=-3)] * 2)[torch.randperm(300, generator=torch.Generator().manual_seed(0))]
+    got, inv = unique_coords(c)
+    ref, ref_inv = torch.unique(c, dim=0, return_inverse=True)
+    assert torch.equal(got, ref) and torch.equal(inv, ref_inv)
 
 
 def test_offsets_tables():

@@ -198,3 +198,22 @@ def test_replicate_runs_paired_by_seed(tmp_path):
     with pytest.raises(runs.InputError, match="same number of runs"):  # unequal arms cannot be paired
         runs.main(["--arm", "a", *map(str, a), "--arm", "b", str(b[0]), "--paired", "--out", str(tmp_path / "x.json")])
     assert not (tmp_path / "x.json").exists()
+
+
+def test_speed_per_operating_point_without_a_checkpoint(tmp_path, monkeypatch):
+    import sys
+
+    speed = _script("scripts/bench/tsp3d_speed.py")
+    monkeypatch.setattr(sys.modules["common"], "OUT", tmp_path)
+    assert speed.main(["--rooms", "2", "--repeat", "1", "--width", "16", "--max-keys", "64",
+                       "--keep-ratios", "0.5,0.5", "0.2,0.2", "--name", "speed"]) == 0
+    res = json.loads((tmp_path / "speed.json").read_text())
+    full, half, fifth = (res["settings"][k] for k in ("full", "0.5,0.5", "0.2,0.2"))
+    assert res["inputs"]["checkpoint"] == "random init" and res["inputs"]["rooms"] == 2
+    c = full["mean_counts"]
+    assert c["neck_s8"] == c["enc_s8"] and c["head_s2"] == c["enc_s2"]  # unpruned keeps every voxel
+    assert fifth["mean_counts"]["neck_s8"] < half["mean_counts"]["neck_s8"] < c["neck_s8"]
+    assert fifth["mean_counts"]["head_s2"] < half["mean_counts"]["head_s2"] < c["head_s2"]
+    assert half["speedup_vs_full"] > 0 and set(half["mean_stage_cpu_seconds"]) >= {"encoder", "head"}
+    with pytest.raises(SystemExit):
+        speed.main(["--keep-ratios", "0.5"])

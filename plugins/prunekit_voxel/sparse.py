@@ -4,7 +4,8 @@ A :class:`SparseVoxels` holds integer grid coordinates ``coords`` (N x 3, int64,
 units of its own level) and features ``feats`` (N x C), plus ``stride`` (the level's voxel
 size as a multiple of the finest one). Coordinates are unique. Neighbour lookup is by
 hashed keys: each axis is offset by 2**19 and packed into a 20-bit field of one int64
-(METHODS.md 8.2), keys are sorted once and looked up with ``torch.searchsorted``.
+(METHODS.md 8.2), keys are sorted once and looked up with ``torch.searchsorted``; kernel maps
+use an index grid over the bounding box when it is small enough (:meth:`SparseVoxels.kernel_map`).
 
 Ops (each has an exact dense ``torch.nn`` counterpart, see the tests):
 
@@ -110,7 +111,7 @@ class SparseVoxels:
 
     def _neighbours(self, offsets: torch.Tensor) -> torch.Tensor:
         """(K, N) row of ``coords + offsets[k]`` for every site, -1 where absent. Where the bounding box
-        (one voxel of margin) has at most :data:`DENSE_LOOKUP_CELLS` cells or ``64 N``, an index grid over it
+        (one voxel of margin) has at most ``min(DENSE_LOOKUP_CELLS, 64 N)`` cells, an index grid over it
         (O(1) per query); otherwise the sorted-key lookup of :meth:`lookup` (O(log N) per query)."""
         c = self.coords
         if not len(c):

@@ -98,7 +98,7 @@ def test_gradients_flow_to_features_and_weights():
 
 @pytest.mark.parametrize("spread", [1, 1000])  # compact sites: index-grid path; spread out: sorted-key path
 def test_kernel_map_equals_per_offset_lookup(spread):
-    coords = (random_sites(200, 9, seed=6, lo=-4) * spread).reshape(-1, 3)
+    coords = random_sites(200, 9, seed=6, lo=-4) * spread
     coords = torch.cat([coords, coords[:50] + torch.tensor([0, 0, 1])])  # some neighbours at any spread
     coords = unique_coords(coords)[0]
     x = SparseVoxels(coords, torch.zeros(len(coords), 1))

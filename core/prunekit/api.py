@@ -31,10 +31,9 @@ def _kinds(suffixes) -> str:
     return " and ".join(parts) or "nothing"
 
 
-def find_target(path: str | os.PathLike) -> FileTarget:
-    """The file handler (from any loadable plugin) that reads ``path``."""
-    seen: set[int] = set()
-    suffixes: set[str] = set()
+def _targets() -> list[FileTarget]:
+    """The file handlers of every loadable plugin that prunes files, each once, in registry order."""
+    out: dict[int, FileTarget] = {}
     for st in registry.status():
         if st.status != "ok" or "prune" not in st.operations:
             continue
@@ -42,12 +41,26 @@ def find_target(path: str | os.PathLike) -> FileTarget:
             t = registry.load(st.name).get_target()
         except PluginError:
             continue
-        if id(t) in seen:
+        out.setdefault(id(t), t)
+    return list(out.values())
+
+
+def load_any(path: str | os.PathLike) -> tuple[FileTarget, Any]:
+    """``(target, loaded object)`` from the first handler that reads ``path``. Several handlers may claim one
+    suffix (a ``.ply`` is a Gaussian scene or a point cloud): when one fails with :class:`InputError` the next
+    is tried; if all fail, the first one's error is raised."""
+    targets = _targets()
+    first: InputError | None = None
+    for t in targets:
+        if not t.can_read(path):
             continue
-        seen.add(id(t))
-        suffixes.update(t.suffixes)
-        if t.can_read(path):
-            return t
+        try:
+            return t, t.load(path)
+        except InputError as e:
+            first = first or e
+    if first is not None:
+        raise first
+    suffixes = {s for t in targets for s in t.suffixes}
     raise InputError(f"{path}: no installed plugin reads this kind of file (readable: {_kinds(suffixes)})")
 
 
@@ -93,13 +106,18 @@ def prune_file(path: str | os.PathLike, method: str, budget: Budget | None, outp
     plugin: Plugin = registry.load(method)
     target = plugin.get_target()
     if not target.can_read(path):
-        raise InputError(f"{path}: plugin {method!r} reads {_kinds(target.suffixes)}")
+        raise InputError(f"{path}: plugin {method!r} reads {getattr(target, 'reads', None) or _kinds(target.suffixes)}")
     if output is not None:
         output = Path(output)
         if output.resolve() == path.resolve() and not force:
             raise UsageError(f"{output}: refusing to overwrite the input (pass --force to allow)")
-        if output.suffix not in target.suffixes:
-            raise UsageError(f"{output}: cannot write {output.suffix or 'suffix-less'} files (writable: {_kinds(target.suffixes)})")
+        writable = getattr(target, "writable", target.suffixes)
+        if output.suffix not in writable:
+            raise UsageError(f"{output}: cannot write {output.suffix or 'suffix-less'} files (writable: {_kinds(writable)})")
+        if output.suffix and output.is_dir():
+            raise UsageError(f"{output}: is a directory; give the output file's name")
+    if report_dir is not None and Path(report_dir).exists() and not Path(report_dir).is_dir():
+        raise UsageError(f"{report_dir}: --report needs a folder, and this is a file")
     argv = list(argv) + [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
     cfg, rest = parse_options(plugin.config, argv, allow_unknown=True)
     opts, _ = parse_options(target.options, rest, parsed_before=plugin.config)
@@ -142,18 +160,18 @@ def prune_file(path: str | os.PathLike, method: str, budget: Budget | None, outp
 def info_file(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     _check_input(path)
-    target = find_target(path)
-    return target.info(target.load(path), path)
+    target, obj = load_any(path)
+    return target.info(obj, path)
 
 
 def eval_files(ref: str | os.PathLike, cand: str | os.PathLike, argv: Sequence[str] = ()) -> Report:
     ref, cand = Path(ref), Path(cand)
     _check_input(ref)
     _check_input(cand)
-    target = find_target(ref)
+    target, a = load_any(ref)
     opts, _ = parse_options(target.options, argv)
     report = Report(method="eval", input=str(ref), output=str(cand))
-    a, b = target.load(ref), target.load(cand)
+    b = target.load(cand)
     report.before, report.after = target.size(a), target.size(b)
     with report.time("eval"):
         report.metrics.update(target.evaluate(a, b, opts, report))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -16,7 +15,7 @@ from typing import List, Optional
 import typer
 
 from . import __version__, registry
-from .errors import PrunekitError
+from .errors import PluginUsageError, PrunekitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Pruning plugins for 3D and generative models.")
@@ -67,7 +66,9 @@ def main(
 
 
 def _print_json(obj) -> None:
-    typer.echo(json.dumps(obj, indent=2, default=str))
+    from .report import strict_json
+
+    typer.echo(strict_json(obj))
 
 
 @plugins_app.callback()
@@ -99,7 +100,7 @@ def plugins_show(name: str, as_json: bool = typer.Option(False, "--json", help="
 
     st = {s.name: s for s in registry.status()}.get(name)
     if st is None:
-        raise registry.PluginError(f"unknown plugin {name!r} (installed: {', '.join(i.name for i in registry.discover()) or 'none'})")
+        raise PluginUsageError(f"unknown plugin {name!r} (installed: {', '.join(i.name for i in registry.discover()) or 'none'})")
     if st.status in ("failed", "disabled"):
         raise registry.PluginError(f"plugin {name!r} {st.status}: {st.reason}")
     p = registry.load(name)
@@ -224,18 +225,45 @@ def _mount_plugin_commands(argv: list[str]) -> None:
             return
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings (e.g. a repaired input file) as one ``prunekit: warning: ...`` line, without source lines."""
+    return f"prunekit: warning: {message}\n"
+
+
 def run() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. Click's usage errors (a bad option value, an unknown command) become one
+    ``prunekit: error: ...`` line and exit code 2 instead of typer's boxed message."""
+    import warnings
+
+    import click
+
+    warnings.formatwarning = _one_line_warning
     try:
         try:
             _mount_plugin_commands(sys.argv[1:])
         except typer.Exit as e:
             sys.exit(e.exit_code)
-        app()
+        code = app(standalone_mode=False)
     except SystemExit:
         raise
     except BrokenPipeError:
         sys.exit(1)
+    except click.exceptions.NoArgsIsHelpError as e:
+        typer.echo(e.format_message(), err=True)
+        sys.exit(2)
+    except click.UsageError as e:
+        where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+        _exit_with(f"prunekit: error: {e.format_message()}{where}", e.exit_code)
+    except click.ClickException as e:
+        _exit_with(f"prunekit: error: {e.format_message()}", e.exit_code)
+    except click.Abort:
+        _exit_with("prunekit: error: aborted", 1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _exit_with(line: str, code: int) -> None:
+    typer.echo(line, err=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,12 @@ class PluginError(PrunekitError):
     """A plugin that is unknown, disabled or failed to load."""
 
 
+class PluginUsageError(PluginError, UsageError):
+    """A plugin name that is unknown, or a plugin asked for what it does not do (exit code 2)."""
+
+    exit_code = 2
+
+
 def run_script(main) -> None:
     """Exit with ``main()``'s return code; a :class:`PrunekitError` becomes one stderr line
     (``error: ...``) and its ``exit_code``. The ``__main__`` guard of the scripts under ``scripts/``."""

@@ -22,7 +22,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
-from .errors import PluginError
+from .errors import PluginError, PluginUsageError
 
 #: Version of the contract below. A plugin declaring another major version is refused.
 PLUGIN_API_VERSION = 1
@@ -100,7 +100,7 @@ class Plugin:
 
     def get_target(self) -> "FileTarget":
         if self.target is None:
-            raise PluginError(f"plugin {self.name!r} does not prune files (operations: {', '.join(self.operations) or 'none'})")
+            raise PluginUsageError(f"plugin {self.name!r} does not prune files (operations: {', '.join(self.operations) or 'none'})")
         return self._resolve(self.target)
 
     def get_hook(self, name: str) -> Any:
@@ -125,7 +125,9 @@ class FileTarget(Protocol):
     ``save`` writes to the given path (the core makes it atomic); the path's suffix
     selects the format. ``apply`` may also take keyword arguments ``scores`` and ``budget``
     (targets that refine the selection, e.g. progressive merging, use them). Optionally, ``write_report(original, pruned, context, options,
-    report, folder)`` draws extra report files (``prunekit prune --report DIR``).
+    report, folder)`` draws extra report files (``prunekit prune --report DIR``). Optional attributes:
+    ``writable`` (the suffixes ``save`` writes, when fewer than it reads) and ``reads`` (a phrase for error
+    messages when the suffix alone does not say what is readable, e.g. "diffusers model folders").
     """
 
     domain: str

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Iterable
 
-from .errors import PluginError
+from .errors import PluginError, PluginUsageError
 from .plugin import PLUGIN_API_VERSION, Plugin
 
 GROUP = "prunekit.plugins"
@@ -144,7 +144,7 @@ def load(name: str) -> Plugin:
         _loaded[name] = obj
         return obj
     known = ", ".join(i.name for i in discover() if i.name not in disabled_names()) or "none"
-    raise PluginError(f"unknown plugin {name!r} (installed: {known})")
+    raise PluginUsageError(f"unknown plugin {name!r} (installed: {known})")
 
 
 def status(names: Iterable[str] | None = None) -> list[PluginStatus]:

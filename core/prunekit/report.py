@@ -16,6 +16,29 @@ from typing import Any
 from .fileio import atomic_write_text
 
 
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def strict_json(obj: Any, indent: int = 2) -> str:
+    """Standard JSON: NaN and +-inf (e.g. the PSNR of identical renders) become ``null``, which every JSON
+    parser reads (Python's ``json`` would write ``Infinity``, which most do not); other objects go through
+    ``float`` (numpy and torch scalars) or ``str``."""
+    def default(o):
+        try:
+            return _finite(float(o))
+        except (TypeError, ValueError):
+            return str(o)
+
+    return json.dumps(_finite(obj), indent=indent, default=default, allow_nan=False)
+
+
 def machine_info() -> dict[str, Any]:
     """The machine a figure was measured on (for benchmark JSON)."""
     info: dict[str, Any] = {
@@ -70,7 +93,7 @@ class Report:
         return d
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, default=float)
+        return strict_json(self.to_dict())
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write_text(path, self.to_json() + "\n")

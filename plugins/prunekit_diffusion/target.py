@@ -85,6 +85,7 @@ def _default_example(b: DiffusersBundle):
 class DiffusersTarget:
     domain = "diffusion"
     suffixes = ("",)
+    reads = "diffusers pipeline or model folders (with model_index.json or config.json)"
     options = DiffusionOptions
 
     def can_read(self, path) -> bool:

@@ -82,6 +82,7 @@ def _keep(field):
 class HashgridFiles:
     domain = "hashgrid"
     suffixes = (".safetensors",)
+    reads = "hash-grid NeRF .safetensors checkpoints written by scripts/train_hashgrid.py"
     options = HashgridOptions
 
     def can_read(self, path) -> bool:

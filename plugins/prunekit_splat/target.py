@@ -76,6 +76,12 @@ class SplatFiles:
 
         return tuple(SUFFIXES)
 
+    @property
+    def writable(self) -> tuple[str, ...]:
+        from .formats import WRITE_SUFFIXES
+
+        return tuple(WRITE_SUFFIXES)
+
     def can_read(self, path) -> bool:
         name = Path(path).name.lower()
         return any(name.endswith(s) for s in self.suffixes)

@@ -15,6 +15,9 @@ class Tsp3dConfig:
 
     voxel_size: Optional[float] = option(None, "finest voxel edge in metres (default: the checkpoint's, the size it was trained at)")
     scene_threshold: float = option(0.7, "keep-score threshold of the coarser, scene-level TGP")
+    scene_keep: Optional[float] = option(None, "keep this fraction of the scene-level voxels instead of "
+                                               "--scene-threshold (the benchmarks' operating points, e.g. 0.4 with "
+                                               "--keep 0.25)")
     target_threshold: float = option(0.3, "keep-score threshold of the finer, target-level TGP (the file command's "
                                           "default budget)")
     target_keep: Optional[float] = option(None, "file command: keep this fraction of the target-level voxels instead "
@@ -36,6 +39,8 @@ class Tsp3dConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
         if self.cba_candidates < 1 or self.min_keep < 0:
             raise ValueError("cba_candidates must be >= 1 and min_keep >= 0")
+        if self.scene_keep is not None and not 0.0 < self.scene_keep <= 1.0:
+            raise ValueError(f"scene_keep must be in (0, 1], got {self.scene_keep}")
         if self.target_keep is not None and self.target_count is not None:
             raise ValueError("give at most one of --target-keep and --target-count")
 
@@ -47,7 +52,7 @@ class Tsp3dConfig:
         ``--target-threshold`` (0.3).
         """
         own = self.target_keep is not None or self.target_count is not None
-        if not self.tgp and (own or given is not None):
+        if not self.tgp and (own or given is not None or self.scene_keep is not None):
             raise UsageError("--no-tgp keeps every voxel: no keep budget applies")
         if given is not None:
             if own:

@@ -24,6 +24,8 @@ def _o3d(path: Path):
         import open3d as o3d
     except ImportError as e:
         raise InputError(f"{path}: reading {path.suffix} files needs open3d (install prunekit[o3d]): {e}") from None
+    # open3d prints its own "[Open3D WARNING] Read PLY failed" lines; our InputError says what went wrong
+    o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
     return o3d
 
 

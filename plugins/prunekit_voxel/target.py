@@ -113,10 +113,10 @@ def _features(pc: PointCloud, cin: int) -> np.ndarray:
 
 
 def stage_to_target_level(net, vox, tokens, pad, *, voxel_size: float, prune: bool, scene_threshold: float,
-                          min_keep: int) -> dict:
+                          min_keep: int, scene_keep: float | None = None) -> dict:
     """``Tsp3dNet.forward`` up to the target-level TGP: returns the text-fused stride-4 voxels after the
-    scene-level TGP and the neck, their target-level keep scores (all 1 with ``prune=False``) and what
-    the rest needs."""
+    scene-level TGP (keep score >= ``scene_threshold``, or the top ``scene_keep`` fraction when given) and the
+    neck, their target-level keep scores (all 1 with ``prune=False``) and what the rest needs."""
     import torch
 
     from .tgp import keep_scores, tgp_keep
@@ -127,7 +127,8 @@ def stage_to_target_level(net, vox, tokens, pad, *, voxel_size: float, prune: bo
     logits, x = net.fuse(0, levels[2], t, pad, voxel_size)
     ctx = net.context(x, voxel_size)
     if prune:
-        x = x.select(tgp_keep(logits, threshold=scene_threshold, min_keep=min_keep, level=f"s{x.stride}"))
+        budget = {"threshold": scene_threshold} if scene_keep is None else {"keep_ratio": scene_keep}
+        x = x.select(tgp_keep(logits, min_keep=min_keep, level=f"s{x.stride}", **budget))
     counts[f"neck_s{x.stride}"] = len(x)
     logits, x = net.fuse(1, net.upsample(0, x, levels[1]), t, pad, voxel_size, ctx)
     scores = keep_scores(logits) if prune else torch.ones(len(x))
@@ -168,7 +169,8 @@ def tsp3d_scorer(pc: PointCloud, ctx: Tsp3dContext, cfg) -> Scores:
         except ValueError as e:
             raise InputError(f"cannot voxelise the points: {e}") from None
         st = stage_to_target_level(ctx.net, vox, ctx.tokens, ctx.pad, voxel_size=vs, prune=cfg.tgp,
-                                   scene_threshold=cfg.scene_threshold, min_keep=cfg.min_keep)
+                                   scene_threshold=cfg.scene_threshold, min_keep=cfg.min_keep,
+                                   scene_keep=cfg.scene_keep)
     st.update(vox=vox, inv=inv, voxel_size=vs, cfg=cfg)
     ctx.state = st
     return Scores({"s4": st["scores"]})

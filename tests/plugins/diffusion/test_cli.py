@@ -130,7 +130,7 @@ def test_existing_output_and_bad_input(saved, tmp_path):
     plain = tmp_path / "weights.bin"
     plain.write_bytes(b"x")
     r = cli("prune", plain, "-m", "ld-pruner", "--keep", "0.8", "-o", tmp_path / "o3", *FAST)
-    assert r.exit_code == 1 and "plugin 'ld-pruner' reads folders" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 1 and "plugin 'ld-pruner' reads diffusers pipeline or model folders" in r.output and "Traceback" not in r.output
     assert plain.read_bytes() == b"x" and not (tmp_path / "o3").exists()
 
 

@@ -88,6 +88,14 @@ def test_ply_in_ply_out(files, tmp_path):
     kept = o3d.io.read_point_cloud(str(out))
     assert 0 < len(kept.points) < len(arr) and kept.has_colors()
     assert (tmp_path / "kept.box.json").exists()
+    # `info` reads the output back: the Gaussian-scene reader, first for .ply, refuses it, the point-cloud one reads it
+    r = CliRunner().invoke(app, ["info", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["points"] == len(kept.points)
+    bad = tmp_path / "cut.ply"  # a file no reader can read: the first reader's error, one line
+    bad.write_bytes(out.read_bytes()[:40])
+    r = CliRunner().invoke(app, ["info", str(bad)])
+    assert r.exit_code == 1 and "cut.ply" in r.output and len(r.output.strip().splitlines()) == 1, r.output
 
 
 @pytest.mark.parametrize("head_context", ["own", "s8+s4"])
@@ -128,6 +136,13 @@ def test_no_tgp_keeps_every_point_and_target_keep_budget(files, tmp_path):
              "--no-cba", "--scene-threshold", "0")
     assert r.exit_code == 0, r.output
     assert 0 < len(np.load(out2)) < len(np.load(scan))
+    out4 = tmp_path / "scene_keep.npy"  # --scene-keep: the top fraction of the scene level instead of a threshold
+    r = _run(scan, "-m", "tsp3d", "--text", TEXT, "--checkpoint", ckpt, "-o", out4, "--target-keep", "0.2",
+             "--no-cba", "--scene-keep", "0.3", "--report", tmp_path / "rep")
+    assert r.exit_code == 0, r.output
+    counts = json.loads((tmp_path / "rep" / "report.json").read_text())["extra"]["tsp3d"]["voxel_counts"]
+    assert counts["neck_s8"] == max(1, int(0.3 * counts["enc_s8"])), counts
+    assert 0 < len(np.load(out4)) < len(np.load(out2))
     out3 = tmp_path / "core_keep.npy"  # the core's --keep is the same budget as --target-keep
     r = _run(scan, "-m", "tsp3d", "--text", TEXT, "--checkpoint", ckpt, "-o", out3, "--keep", "0.2",
              "--no-cba", "--scene-threshold", "0")

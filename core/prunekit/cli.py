@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
+import click
 import typer
 
 from . import __version__, registry
@@ -233,11 +235,14 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 def run() -> None:
     """Console-script entry point. Click's usage errors (a bad option value, an unknown command) become one
     ``prunekit: error: ...`` line and exit code 2 instead of typer's boxed message."""
-    import warnings
+    original, warnings.formatwarning = warnings.formatwarning, _one_line_warning
+    try:
+        _run()
+    finally:
+        warnings.formatwarning = original  # run() may be called in-process (tests)
 
-    import click
 
-    warnings.formatwarning = _one_line_warning
+def _run() -> None:
     try:
         try:
             _mount_plugin_commands(sys.argv[1:])

@@ -61,8 +61,15 @@ def test_strict_json_writes_null_for_non_finite_numbers():
     assert "Infinity" not in rep.to_json() and json.loads(rep.to_json())["metrics"]["psnr"] is None
 
 
-def test_warnings_print_as_one_line():
-    from prunekit.cli import _one_line_warning
+def test_warnings_print_as_one_line_and_run_restores_the_format(monkeypatch):
+    import warnings
+
+    from prunekit.cli import _one_line_warning, run
 
     assert _one_line_warning(UserWarning("a.ply: repaired"), UserWarning, "/x/y.py", 3, "code()") == \
         "prunekit: warning: a.ply: repaired\n"
+    before = warnings.formatwarning
+    monkeypatch.setattr(sys, "argv", ["prunekit", "--version"])
+    with pytest.raises(SystemExit) as e:
+        run()
+    assert e.value.code == 0 and warnings.formatwarning is before  # in-process calls leave the host's format alone
